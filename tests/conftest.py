@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random HF checkpoints written by transformers (the independent reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+TINY_CONFIGS = {
+    # GQA, llama3 rope scaling, untied head
+    "llama": dict(TINY, model_type="llama", rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                    original_max_position_embeddings=64), bos_token_id=1, eos_token_id=2),
+    # q/k/v bias, tied embeddings
+    "qwen2": dict(TINY, model_type="qwen2", rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                  use_sliding_window=False, bos_token_id=1, eos_token_id=2),
+}
+
+
+def write_tiny_checkpoint(model_type: str, folder: Path, seed: int = 0, **overrides) -> Path:
+    """Save a randomly initialised transformers model in HF layout (fp32 safetensors)."""
+    cfg = transformers.AutoConfig.for_model(**{**TINY_CONFIGS[model_type], **overrides})
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.no_grad():  # HF inits biases and norms to constants; randomise them so they are tested
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def tiny_checkpoint(request, tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
+
+
+def hf_model(folder: Path):
+    return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def read_config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
