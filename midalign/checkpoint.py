@@ -151,3 +151,42 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     load_state_dict(model, folder, device, dtype)
     model.name_or_path = str(name_or_path)
     return model.eval()
+
+
+def save_checkpoint(model: CausalLM, source: Path, out: str | os.PathLike, max_shard_bytes: int = 2 << 30) -> None:
+    """Write `model` as an HF folder (safetensors, sharded past `max_shard_bytes`) with the source's
+    config, tokenizer and generation files; atomically. LoRA tensors are never written: merge first."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from midalign.adapters import atomic_dir
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    with atomic_dir(Path(out)) as tmp:
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            (tmp / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                     "special_tokens_map.json", "chat_template.jinja"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)

@@ -1,0 +1,230 @@
+"""LoRA layer, PEFT-format adapters (peft as the oracle) and merging (against the closed-form math)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import hf_model, write_tiny_checkpoint
+from midalign.adapters import (Adapter, AdapterError, adapter_from_model, load_adapter, merge_adapters, read_adapter,
+                               save_adapter)
+from midalign.checkpoint import load_model
+from midalign.config import ModelConfig
+from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, lora_modules, trainable_parameters
+from midalign.model import CausalLM
+
+peft = pytest.importorskip("peft")
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.parametrize("fixture, expected", [("llama-3-8b-config.json", 20_971_520),
+                                               ("qwen2.5-7b-config.json", 20_185_088)])
+def test_trainable_parameter_counts_match_the_paper(fixture, expected):
+    with torch.device("meta"):
+        model = CausalLM(ModelConfig.from_hf(FIXTURES / fixture))
+        apply_lora(model, LoRAConfig(r=8, alpha=16))
+    assert trainable_parameters(model) == expected
+    assert all(("lora_" in n) == p.requires_grad for n, p in model.named_parameters())
+
+
+def randomise_lora(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in lora_modules(model).values():
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.1)
+            m.lora_A.copy_(torch.randn(m.lora_A.shape, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_checkpoint("qwen2", tmp_path_factory.mktemp("tiny-lora"))
+
+
+def test_init_keeps_checkpoint_keys_and_starts_at_the_base_model(tiny):
+    model = load_model(tiny, device="cpu")
+    keys_before = set(model.state_dict())
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        before = model(ids).logits
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
+    base_keys = {k for k in model.state_dict() if ".lora_" not in k}
+    assert base_keys == keys_before
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, before, atol=0, rtol=0)  # B = 0
+    m = lora_modules(model)["model.layers.0.self_attn.q_proj"]
+    bound = 1 / m.in_features ** 0.5  # kaiming_uniform(a=√5) on [r, in] gives U(-1/√in, 1/√in)
+    assert m.lora_A.abs().max() <= bound and m.lora_A.std() > bound / 3 and (m.lora_B == 0).all()
+
+
+def test_merge_and_unmerge_are_exact_inverses_of_the_lora_branch(tiny):
+    model = load_model(tiny, device="cpu")
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
+    randomise_lora(model)
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        unmerged = model(ids).logits
+        for m in lora_modules(model).values():
+            m.merge()
+        merged = model(ids).logits
+        for m in lora_modules(model).values():
+            m.unmerge()
+        again = model(ids).logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, unmerged, atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_only_lora_parameters(tiny):
+    model = load_model(tiny, device="cpu")
+    apply_lora(model, LoRAConfig(r=4, alpha=8))
+    randomise_lora(model)
+    model.train()
+    model(torch.randint(3, 128, (2, 9))).logits.sum().backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == ("lora_" in name), name
+
+
+def test_midalign_adapter_loads_in_peft_with_the_same_logits(tiny, tmp_path):
+    model = load_model(tiny, device="cpu")
+    config = LoRAConfig(r=4, alpha=8, dropout=0.0, use_rslora=True)
+    apply_lora(model, config)
+    randomise_lora(model)
+    save_adapter(adapter_from_model(model, config), tmp_path / "ad")
+    ref = peft.PeftModel.from_pretrained(hf_model(tiny), tmp_path / "ad").eval()
+    ids = torch.randint(3, 128, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+def test_peft_adapter_loads_in_midalign_with_the_same_logits(tiny, tmp_path):
+    cfg = peft.LoraConfig(r=4, lora_alpha=16, lora_dropout=0.1, target_modules=list(DEFAULT_TARGETS),
+                          init_lora_weights=False, task_type="CAUSAL_LM")  # random B: a non-trivial adapter
+    torch.manual_seed(1)
+    ref = peft.get_peft_model(hf_model(tiny), cfg).eval()
+    ref.save_pretrained(tmp_path / "peft")
+    model = load_model(tiny, device="cpu")
+    loaded = load_adapter(model, tmp_path / "peft", check_base=False)
+    assert loaded.r == 4 and loaded.scaling == 4.0
+    ids = torch.randint(3, 128, (2, 11))
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, ref(input_ids=ids).logits
+        base = load_model(tiny, device="cpu")(ids).logits
+    assert (ours - base).abs().max() > 1e-3  # the adapter is not a no-op
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_adapter_that_does_not_fit_is_a_clear_error(tiny, tmp_path):
+    other = write_tiny_checkpoint("qwen2", tmp_path / "other", hidden_size=32)
+    small = load_model(other, device="cpu")
+    config = LoRAConfig(r=4, alpha=8)
+    apply_lora(small, config)
+    save_adapter(adapter_from_model(small, config), tmp_path / "small")
+    with pytest.raises(AdapterError, match=r"adapter was trained on '.*other'"):
+        load_adapter(load_model(tiny, device="cpu"), tmp_path / "small")
+    with pytest.raises(AdapterError, match="do not fit the model"):
+        load_adapter(load_model(tiny, device="cpu"), tmp_path / "small", check_base=False)
+    attn_only = LoRAConfig(r=4, alpha=8, targets=("q_proj", "v_proj"))
+    model = load_model(tiny, device="cpu")
+    apply_lora(model, attn_only)
+    save_adapter(adapter_from_model(model, attn_only), tmp_path / "qv")
+    full = load_model(tiny, device="cpu")
+    apply_lora(full, LoRAConfig(r=4, alpha=8))
+    with pytest.raises(AdapterError, match="do not match the model's LoRA layers"):
+        load_adapter(full, tmp_path / "qv")
+    with pytest.raises(ValueError, match=r"LoRA targets \['wq'\] match no linear layer"):
+        apply_lora(load_model(tiny, device="cpu"), LoRAConfig(targets=("wq",)))
+    (tmp_path / "qv" / "adapter_config.json").write_text('{"peft_type": "LORA",\n "r": }')
+    with pytest.raises(AdapterError, match=r"adapter_config.json:2: not valid JSON"):
+        read_adapter(tmp_path / "qv")
+
+
+def random_adapter(seed: int, r: int, names=("model.layers.0.mlp.up_proj", "model.layers.1.self_attn.q_proj"),
+                   alpha: float = 16.0) -> Adapter:
+    g = torch.Generator().manual_seed(seed)
+    weights = {n: (torch.randn(r, 6, generator=g), torch.randn(5, r, generator=g)) for n in names}
+    return Adapter(LoRAConfig(r=r, alpha=alpha, targets=("q_proj", "up_proj")), "base", weights)
+
+
+def delta(adapter: Adapter, name: str) -> torch.Tensor:
+    a, b = adapter.weights[name]
+    return adapter.config.scaling * b @ a
+
+
+def test_cat_merge_is_the_exact_weighted_sum_of_updates_and_linear_is_not():
+    a1, a2 = random_adapter(0, r=4), random_adapter(1, r=4)
+    cat = merge_adapters([a1, a2], [0.9, 0.1], "cat")
+    lin = merge_adapters([a1, a2], [0.9, 0.1], "linear")
+    assert cat.config.r == 8 and cat.config.scaling == 1.0
+    for name in a1.weights:
+        exact = 0.9 * delta(a1, name) + 0.1 * delta(a2, name)
+        torch.testing.assert_close(delta(cat, name), exact, atol=1e-5, rtol=1e-6)
+        (A1, B1), (A2, B2) = a1.weights[name], a2.weights[name]
+        torch.testing.assert_close(lin.weights[name][0], 0.9 * A1 + 0.1 * A2)
+        torch.testing.assert_close(lin.weights[name][1], 0.9 * B1 + 0.1 * B2)
+        cross = a1.config.scaling * 0.9 * 0.1 * (B1 @ A2 + B2 @ A1)  # what linear adds beyond 0.81/0.01 terms
+        expected_lin = a1.config.scaling * (0.81 * B1 @ A1 + 0.01 * B2 @ A2) + cross
+        torch.testing.assert_close(delta(lin, name), expected_lin, atol=1e-4, rtol=1e-5)
+        assert (delta(lin, name) - exact).abs().max() > 1e-2
+    # different ranks: fine for cat, refused by linear
+    a3 = random_adapter(2, r=2, alpha=4.0)
+    mixed = merge_adapters([a1, a3], [0.5, 0.5], "cat")
+    for name in a1.weights:
+        torch.testing.assert_close(delta(mixed, name), 0.5 * delta(a1, name) + 0.5 * delta(a3, name), atol=1e-5, rtol=1e-6)
+    with pytest.raises(AdapterError, match="equal rank and scaling"):
+        merge_adapters([a1, a3], [0.5, 0.5], "linear")
+    with pytest.raises(AdapterError, match="targets other modules"):
+        merge_adapters([a1, random_adapter(3, 4, names=("model.layers.0.mlp.up_proj",))], [0.5, 0.5], "cat")
+
+
+def test_merge_cli_into_base_gives_base_plus_adapter_logits_in_both_libraries(tiny, tmp_path):
+    paths = []
+    for seed, r in ((0, 4), (1, 2)):
+        model = load_model(tiny, device="cpu")
+        config = LoRAConfig(r=r, alpha=2 * r, dropout=0.0)
+        apply_lora(model, config)
+        randomise_lora(model, seed)
+        save_adapter(adapter_from_model(model, config), tmp_path / f"ad{seed}")
+        paths.append(str(tmp_path / f"ad{seed}"))
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "merge.py"), *a], capture_output=True, text=True, cwd=ROOT)
+    res = run("--adapters", *paths, "--weights", "0.9", "0.1", "--method", "cat", "--out", str(tmp_path / "cat"))
+    assert res.returncode == 0, res.stderr
+    res = run("--adapters", *paths, "--weights", "0.9", "0.1", "--method", "cat", "--into-base",
+              "--out", str(tmp_path / "full"))
+    assert res.returncode == 0, res.stderr
+    ids = torch.randint(3, 128, (2, 10))
+    with_adapter = load_model(tiny, device="cpu")
+    load_adapter(with_adapter, tmp_path / "cat")
+    merged = load_model(tmp_path / "full", device="cpu")
+    assert not lora_modules(merged)
+    with torch.no_grad():
+        expected = with_adapter(ids).logits
+        torch.testing.assert_close(merged(ids).logits, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf_model(tmp_path / "full")(ids).logits, expected, atol=1e-5, rtol=0)
+    res = run("--adapters", *paths, "--method", "linear", "--out", str(tmp_path / "lin"))
+    assert res.returncode != 0 and "equal rank and scaling" in res.stderr and not (tmp_path / "lin").exists()
+
+
+@pytest.mark.slow
+def test_real_model_adapter_parity_with_peft(tmp_path):
+    """midalign LoRA vs peft on the real SmolLM2 (converted offline model): same logits."""
+    from midalign.registry import ensure_registry_model
+
+    folder = ensure_registry_model("smollm2-135m-instruct")
+    model = load_model(folder, device="cpu")
+    config = LoRAConfig(r=8, alpha=16, dropout=0.0)
+    apply_lora(model, config)
+    randomise_lora(model, seed=3)
+    save_adapter(adapter_from_model(model, config), tmp_path / "ad")
+    ref = peft.PeftModel.from_pretrained(hf_model(folder), tmp_path / "ad").eval()
+    from midalign.tokenizer import ChatTokenizer
+    from multilingual import UDHR_ARTICLE_1
+    ids = torch.tensor([ChatTokenizer(folder).encode(UDHR_ARTICLE_1["en"])])
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, ref(input_ids=ids).logits
+    assert (ours - hf_model(folder)(ids).logits).abs().max() > 1e-2  # the adapter changes the output
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
