@@ -15,9 +15,6 @@ by "averaging their weights" (task weight 0.9):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from midalign.io import atomic_dir
 from midalign.lora import LoRAConfig, apply_lora, lora_modules
 
 PEFT_PREFIX = "base_model.model."
@@ -41,34 +39,6 @@ class Adapter:
     config: LoRAConfig
     base_model: str
     weights: dict[str, tuple[Tensor, Tensor]]
-
-
-def atomic_dir(final: Path):
-    """Context manager: yields a temporary sibling folder that replaces `final` only on success."""
-    return _AtomicDir(Path(final))
-
-
-class _AtomicDir:
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-", dir=self.final.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        self.tmp.chmod(0o755)
-        old = None
-        if self.final.exists():  # move the old version aside first: there is always one complete copy
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def adapter_from_model(model: nn.Module, config: LoRAConfig) -> Adapter:

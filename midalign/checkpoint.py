@@ -160,7 +160,7 @@ def save_checkpoint(model: CausalLM, source: Path, out: str | os.PathLike, max_s
 
     from safetensors.torch import save_file
 
-    from midalign.adapters import atomic_dir
+    from midalign.io import atomic_dir
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
     if model.config.tie_word_embeddings:

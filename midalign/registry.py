@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from midalign.checkpoint import CheckpointError
+from midalign.io import atomic_dir
 
 
 @dataclass(frozen=True)
@@ -70,15 +70,9 @@ def ensure_registry_model(alias: str) -> Path:
     if (out / "config.json").is_file():
         return out
     gguf_path = ensure_gguf(alias)
-    out.parent.mkdir(parents=True, exist_ok=True)
     print(f"[midalign] converting {alias} to an HF folder (once; ~1 min for 0.5B parameters) ...", file=sys.stderr)
-    staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with atomic_dir(out) as staging:  # the folder appears complete or not at all
         convert_gguf(gguf_path, staging)
-        os.replace(staging, out)  # atomic: the folder appears complete or not at all
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -47,3 +47,32 @@ def hf_model(folder: Path):
 
 def read_config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def write_tiny_chat_checkpoint(folder: Path, model_type: str = "llama") -> Path:
+    """A tiny random model with a real byte-level BPE tokenizer (trained here on UDHR text) and ChatML."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from multilingual import UDHR_ARTICLE_1
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(UDHR_ARTICLE_1.values()) * 3, trainer)
+    write_tiny_checkpoint(model_type, folder, vocab_size=tok.get_vocab_size(), bos_token_id=0, eos_token_id=2)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "chat_template": CHATML, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2], "pad_token_id": 0}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_checkpoint(tmp_path_factory) -> Path:
+    return write_tiny_chat_checkpoint(tmp_path_factory.mktemp("tiny-chat"))

@@ -1,0 +1,44 @@
+"""The alignment objective at a middle layer (paper §3; REFERENCE.md §1).
+
+Sentence representation = masked mean of the output of decoder layer i (HF `hidden_states[i]`, no
+final norm) over real tokens. The first token of Llama/Qwen models carries an "attention sink"
+activation hundreds of times larger than the rest in middle layers; `skip_first=True` leaves it out
+(`--pool mean-skip-first`). The loss is InfoNCE over cosine similarities / τ between the batch's
+translations:
+
+    L = -1/n Σ_k log softmax_j(cos(h_s_k, h_t_j) / τ)[k]
+
+one-directional as in the official code (non-English side s is the anchor, classified among the
+batch's English sentences t), or symmetric (the mean of both directions).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+POOLING = ("mean", "mean-skip-first")
+
+
+def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
+    """(B, T, d) hidden states, (B, T) mask of real tokens → (B, d) mean over real tokens, in fp32.
+
+    skip_first drops each sequence's first real token (left or right padding alike).
+    """
+    mask = mask.to(torch.float32)
+    if skip_first:
+        first = (mask.cumsum(-1) == 1) & (mask > 0)  # the first real token of each row
+        mask = mask * (~first)
+    denom = mask.sum(-1, keepdim=True).clamp(min=1.0)  # a one-token sentence pools to zeros when skipped
+    return (hidden.float() * mask[..., None]).sum(1) / denom
+
+
+def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symmetric: bool = False) -> Tensor:
+    """InfoNCE on cosine/τ: row k of `anchor` (n, d) must pick row k of `positive` (n, d) among all n."""
+    logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / temperature  # (n, n)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    loss = F.cross_entropy(logits, target)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, target)) / 2
+    return loss

@@ -1,0 +1,1 @@
+"""Data: the offline multiway UDHR text, task formats and prompts, alignment pairs."""

@@ -1,0 +1,287 @@
+"""Layer-wise translation retrieval (paper §2, Fig. 1, Table 2 "Retrieval Acc."; REFERENCE.md §6).
+
+    python retrieve.py                                   # default model, UDHR held-out articles, 35 languages
+    python retrieve.py --adapter runs/demo/best --out runs/retrieval-aligned
+    python retrieve.py --compare runs/retrieval/results.json runs/retrieval-aligned/results.json
+    python retrieve.py --correlate runs/retrieval/results.json runs/eval/scores.json
+
+For every requested layer and pooling, each of the N(N-1) language directions retrieves translations
+with LASER's ratio margin (k = 4). Writes results.json, results.csv and, when matplotlib is installed,
+accuracy-vs-layer and language-by-layer plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midalign.adapters import AdapterError, load_adapter
+from midalign.align import POOLING
+from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.data.udhr import DEFAULT_VERSIONS, DataError, parallel_rows
+from midalign.io import atomic_write_text
+from midalign.registry import DEFAULT_MODEL
+from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average
+from midalign.tokenizer import ChatTokenizer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
+    g.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format) to apply first")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="udhr",
+                   help="'udhr' (offline multiway text), a FLORES-200 folder (<code>.dev files, or its root "
+                        "with dev/), or a multiway JSONL file ({lang: sentence} per line)")
+    g.add_argument("--split", default="test", choices=["train", "dev", "test"], help="UDHR articles to use")
+    g.add_argument("--langs", nargs="+", help="languages (default: the 35 UDHR languages, or all in --data)")
+    g = p.add_argument_group("retrieval")
+    g.add_argument("--layers", default="all", help="'all' (0..L) or a comma list of HF hidden-state indices")
+    g.add_argument("--pool", nargs="+", choices=POOLING, default=list(POOLING),
+                   help="pooling(s), all computed from the same forward pass")
+    g.add_argument("--margin", choices=MARGINS, default="ratio", help="ratio margin (LASER xsim) or plain cosine")
+    g.add_argument("--k", type=int, default=4, help="neighbourhood size of the margin")
+    g.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
+    g = p.add_argument_group("output and analysis")
+    g.add_argument("--out", type=Path, default=Path("runs/retrieval"), help="output folder")
+    g.add_argument("--compare", nargs="+", type=Path, metavar="RESULTS",
+                   help="only plot accuracy vs layer for these results.json files (overlaid) into --out")
+    g.add_argument("--correlate", nargs=2, type=Path, metavar=("RESULTS", "SCORES"),
+                   help="only correlate per-language retrieval accuracy with downstream scores (Fig. 1b)")
+    g.add_argument("--permutations", type=int, default=10000, help="permutations for the correlation p-value")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def read_sentences(data: str, split: str, langs: list[str] | None) -> dict[str, list[str]]:
+    """lang → sentences, row i of every language translating row i of the others."""
+    if data == "udhr":
+        langs = langs or list(DEFAULT_VERSIONS)
+        rows = parallel_rows(langs, split)
+        if len(rows) < 2:
+            raise DataError(f"only {len(rows)} UDHR paragraphs of the {split} articles are parallel across "
+                            f"{', '.join(langs)}; choose fewer languages or another split")
+        return {lang: [r[lang] for r in rows] for lang in langs}
+    path = Path(data)
+    if path.is_dir():
+        folder = path / "dev" if (path / "dev").is_dir() else path
+        files = {f.name[: -len(".dev")]: f for f in sorted(folder.glob("*.dev"))}
+        if not files:
+            raise DataError(f"{folder}: no FLORES-200 <code>.dev files here (e.g. eng_Latn.dev)")
+        langs = langs or list(files)
+        missing = [lang for lang in langs if lang not in files]
+        if missing:
+            raise DataError(f"{folder}: no {', '.join(l + '.dev' for l in missing)}")
+        out = {lang: files[lang].read_text(encoding="utf-8").rstrip("\n").split("\n") for lang in langs}
+    elif path.is_file():
+        out: dict[str, list[str]] = {}
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+            wanted = langs or list(row)
+            if not isinstance(row, dict) or any(not isinstance(row.get(l), str) for l in wanted):
+                raise DataError(f"{path}:{n}: expected an object with a sentence for each of {', '.join(wanted)}")
+            langs = wanted
+            for lang in wanted:
+                out.setdefault(lang, []).append(row[lang])
+    else:
+        raise DataError(f"--data {data}: neither 'udhr' nor an existing folder or JSONL file")
+    sizes = {lang: len(s) for lang, s in out.items()}
+    if len(set(sizes.values())) != 1:
+        raise DataError(f"{data}: languages have different numbers of sentences: {sizes}")
+    return out
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    if spec == "all":
+        return list(range(n_layers + 1))
+    try:
+        layers = sorted({int(x) for x in spec.split(",")})
+    except ValueError:
+        raise SystemExit(f"error: --layers must be 'all' or a comma list of integers, got '{spec}'")
+    if layers[0] < 0 or layers[-1] > n_layers:
+        raise SystemExit(f"error: --layers {spec}: this model has hidden states 0..{n_layers}")
+    return layers
+
+
+# ---------------------------------------------------------------------------------------- results
+
+def summarise(acc: torch.Tensor, layers: list[int], langs: list[str]) -> dict:
+    per_layer = [torch.nanmean(acc[i]).item() for i in range(len(layers))]
+    even = [i for i, l in enumerate(layers) if l > 0 and l % 2 == 0]
+    per_language = {lang: {"as_source": [torch.nanmean(acc[i, li]).item() for i in range(len(layers))],
+                           "as_target": [torch.nanmean(acc[i, :, li]).item() for i in range(len(layers))]}
+                    for li, lang in enumerate(langs)}
+    for li, lang in enumerate(langs):  # the per-language figure used for correlation: even layers, both roles
+        both = torch.cat([acc[even, li].flatten(), acc[even, :, li].flatten()]) if even else torch.tensor([])
+        per_language[lang]["average"] = torch.nanmean(both).item() if even else float("nan")
+    return {
+        "per_layer": per_layer,
+        "paper_average": paper_average(acc, layers) if even else None,
+        "peak_layer": layers[int(np.nanargmax(per_layer))],
+        "per_language": per_language,
+        "per_direction": {f"{s}-{t}": [acc[i, si, ti].item() for i in range(len(layers))]
+                          for si, s in enumerate(langs) for ti, t in enumerate(langs) if s != t},
+    }
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
+    rows = [["pool", "layer", "source", "target", "accuracy"]]
+    for pool, summary in results["pools"].items():
+        for direction, accs in summary["per_direction"].items():
+            s, t = direction.split("-", 1)
+            rows.extend([pool, layer, s, t, f"{a:.4f}"] for layer, a in zip(results["layers"], accs))
+    import io
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+
+
+def print_table(results: dict) -> None:
+    pools = list(results["pools"])
+    print(f"\nretrieval accuracy (%), mean over {len(results['langs']) * (len(results['langs']) - 1)} directions, "
+          f"{results['n_sentences']} sentences, margin {results['margin']}")
+    print("layer  " + "  ".join(f"{p:>16s}" for p in pools))
+    for i, layer in enumerate(results["layers"]):
+        print(f"{layer:5d}  " + "  ".join(f"{100 * results['pools'][p]['per_layer'][i]:16.1f}" for p in pools))
+    for p in pools:
+        s = results["pools"][p]
+        avg = "n/a" if s["paper_average"] is None else f"{100 * s['paper_average']:.1f}"
+        print(f"{p}: paper average (even layers, no embeddings) {avg}; peak at layer {s['peak_layer']}")
+
+
+def plot(results_list: list[tuple[str, dict]], out: Path) -> list[Path]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed, so no plots (pip install matplotlib)", file=sys.stderr)
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, res in results_list:
+        for pool, s in res["pools"].items():
+            ax.plot(res["layers"], [100 * a for a in s["per_layer"]], marker="o", ms=3, label=f"{label} ({pool})")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("retrieval accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(out / "accuracy_vs_layer.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    if len(results_list) == 1:
+        res = results_list[0][1]
+        for pool, s in res["pools"].items():
+            langs = res["langs"]
+            grid = np.array([[100 * a for a in s["per_language"][lang]["as_source"]] for lang in langs])
+            fig, ax = plt.subplots(figsize=(8, 0.22 * len(langs) + 1.5))
+            im = ax.imshow(grid, aspect="auto", cmap="viridis")
+            ax.set_yticks(range(len(langs)), langs, fontsize=7)
+            ax.set_xticks(range(len(res["layers"])), res["layers"], fontsize=7)
+            ax.set_xlabel("layer")
+            ax.set_title(f"retrieval accuracy as source (%), {pool}", fontsize=9)
+            fig.colorbar(im)
+            fig.tight_layout()
+            written.append(out / f"heatmap_{pool}.png")
+            fig.savefig(written[-1], dpi=120)
+            plt.close(fig)
+    return written
+
+
+def correlate(results_path: Path, scores_path: Path, permutations: int) -> dict:
+    """Pearson r between per-language retrieval accuracy and downstream score, permutation p-value."""
+    results = json.loads(results_path.read_text())
+    raw = json.loads(scores_path.read_text())
+    scores = raw.get("per_language", raw) if isinstance(raw, dict) else None
+    if not isinstance(scores, dict):
+        raise DataError(f"{scores_path}: expected {{lang: score}} or {{'per_language': {{lang: score}}}}")
+    scores = {k: (v["score"] if isinstance(v, dict) else v) for k, v in scores.items()}
+    out = {}
+    for pool, s in results["pools"].items():
+        langs = [l for l in s["per_language"] if l in scores]
+        if len(langs) < 3:
+            raise DataError(f"{scores_path}: fewer than 3 languages shared with {results_path}")
+        x = np.array([s["per_language"][l]["average"] for l in langs])
+        y = np.array([float(scores[l]) for l in langs])
+        r, p = pearson_permutation(x, y, permutations)
+        out[pool] = {"pearson_r": r, "p_value": p, "n_languages": len(langs), "languages": langs}
+        print(f"{pool}: Pearson r = {r:.3f} (permutation p = {p:.4f}, {len(langs)} languages)")
+    return out
+
+
+def pearson_permutation(x: np.ndarray, y: np.ndarray, permutations: int, seed: int = 0) -> tuple[float, float]:
+    """Pearson r and its two-sided permutation p-value ((count |r_perm| >= |r|) + 1) / (permutations + 1)."""
+    r = float(np.corrcoef(x, y)[0, 1])
+    rng = np.random.default_rng(seed)
+    perms = np.array([np.corrcoef(x, rng.permutation(y))[0, 1] for _ in range(permutations)])
+    return r, float((np.sum(np.abs(perms) >= abs(r) - 1e-12) + 1) / (permutations + 1))
+
+
+# -------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.correlate:
+        result = correlate(*args.correlate, args.permutations)
+        atomic_write_text(args.out / "correlation.json", json.dumps(result, indent=1))
+        return
+    if args.compare:
+        runs = [(str(p.parent.name or p), json.loads(p.read_text())) for p in args.compare]
+        for path in plot(runs, args.out):
+            print(f"wrote {path}")
+        return
+    start = time.perf_counter()
+    sentences = read_sentences(args.data, args.split, args.langs)
+    langs = list(sentences)
+    folder = resolve_model_dir(args.model)
+    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder)
+    if args.adapter:
+        load_adapter(model, args.adapter)
+    layers = parse_layers(args.layers, model.config.num_hidden_layers)
+    # The raw sentence with the tokenizer's default special tokens, exactly as the alignment loss sees it.
+    flat = [s for lang in langs for s in sentences[lang]]
+    ids = tok.encode_batch(flat)
+    from tqdm import tqdm
+    t0 = time.perf_counter()
+    with tqdm(total=len(ids), desc="embed", unit="sent") as bar:
+        emb = embed_layers(model, ids, layers, args.pool, args.batch_size, tok.pad_id, progress=bar)
+    forward_s = time.perf_counter() - t0
+    n = len(sentences[langs[0]])
+    results = {
+        "model": args.model, "adapter": str(args.adapter) if args.adapter else None, "data": args.data,
+        "split": args.split if args.data == "udhr" else None, "langs": langs, "layers": layers,
+        "margin": args.margin, "k": args.k, "n_sentences": n, "n_tokens": sum(map(len, ids)), "pools": {},
+    }
+    for pool in args.pool:
+        per_lang = {lang: emb[pool][:, i * n:(i + 1) * n] for i, lang in enumerate(langs)}
+        results["pools"][pool] = summarise(accuracy_table(per_lang, args.k, args.margin), layers, langs)
+    total_s = time.perf_counter() - start
+    results["timing"] = {"total_s": round(total_s, 1), "forward_s": round(forward_s, 1)}
+    write_outputs(results, args.out)
+    print_table(results)
+    plots = plot([(args.adapter.name if args.adapter else "base", results)], args.out)
+    print(f"\n{total_s:.0f} s in all, {forward_s:.0f} s in forward passes; wrote {args.out}/results.json, "
+          f"results.csv" + (f", {len(plots)} plot(s)" if plots else ""))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (AdapterError, CheckpointError, DataError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,141 @@
+"""Margin retrieval against a brute-force per-item version; pooling; layer indexing against transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import hf_model
+from midalign.align import mean_pool
+from midalign.checkpoint import load_model
+from midalign.generate import left_pad
+from midalign.retrieval import embed_layers, margin_retrieval, paper_average, retrieval_accuracy
+
+ROOT = Path(__file__).parent.parent
+
+
+def brute_force_retrieval(x: np.ndarray, y: np.ndarray, k: int) -> list[int]:
+    """LASER ratio margin, one item at a time, in plain Python (the definition, written out)."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    n, m = len(xn), len(yn)
+    s = [[float(np.dot(xn[i], yn[j])) for j in range(m)] for i in range(n)]
+    k = min(k, n, m)
+    avg_xy = [sum(sorted(s[i], reverse=True)[:k]) / k for i in range(n)]
+    avg_yx = [sum(sorted((s[i][j] for i in range(n)), reverse=True)[:k]) / k for j in range(m)]
+    picks = []
+    for i in range(n):
+        kth = sorted(s[i], reverse=True)[k - 1]
+        best, best_j = -float("inf"), -1
+        for j in range(m):
+            if s[i][j] >= kth:
+                margin = s[i][j] / ((avg_xy[i] + avg_yx[j]) / 2)
+                if margin > best:
+                    best, best_j = margin, j
+        picks.append(best_j)
+    return picks
+
+
+@pytest.mark.parametrize("n, m, d, k, quantise", [(30, 30, 8, 4, False), (12, 20, 5, 4, False),
+                                                    (25, 25, 3, 4, True), (5, 5, 4, 10, False), (3, 7, 2, 4, True)])
+def test_vectorised_margin_equals_brute_force(n, m, d, k, quantise):
+    g = torch.Generator().manual_seed(n * 100 + d)
+    x, y = torch.randn(n, d, generator=g), torch.randn(m, d, generator=g)
+    if quantise:  # repeated rows: exact ties in the similarity matrix, in any summation order
+        x = x[torch.randint(0, max(n // 3, 1), (n,), generator=g)]
+        y = y[torch.randint(0, max(m // 3, 1), (m,), generator=g)]
+    x_before = x.clone()
+    assert margin_retrieval(x, y, k).tolist() == brute_force_retrieval(x.double().numpy(), y.double().numpy(), k)
+    assert torch.equal(x, x_before)  # inputs untouched
+
+
+def test_permutation_invariance_and_identity():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(40, 16, generator=g)
+    x = y + 0.8 * torch.randn(40, 16, generator=g)
+    perm = torch.randperm(40, generator=g)
+    pred = margin_retrieval(x, y)
+    assert torch.equal(margin_retrieval(x[perm], y[perm]), torch.argsort(perm)[pred[perm]])
+    assert retrieval_accuracy(x[perm], y[perm]) == retrieval_accuracy(x, y)
+    assert retrieval_accuracy(y, y) == 1.0 and retrieval_accuracy(y, y, margin="cosine") == 1.0
+    assert retrieval_accuracy(y, y.flip(0)) == 0.0
+
+
+def test_mean_pool_ignores_padding_and_can_skip_the_first_token():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(1, 5, 3, generator=g)
+    alone = h.mean(1)
+    left = torch.cat([torch.randn(1, 2, 3, generator=g) * 100, h], dim=1)
+    right = torch.cat([h, torch.randn(1, 2, 3, generator=g) * 100], dim=1)
+    torch.testing.assert_close(mean_pool(left, torch.tensor([[0, 0, 1, 1, 1, 1, 1]])), alone)
+    torch.testing.assert_close(mean_pool(right, torch.tensor([[1, 1, 1, 1, 1, 0, 0]])), alone)
+    skipped = h[:, 1:].mean(1)
+    torch.testing.assert_close(mean_pool(left, torch.tensor([[0, 0, 1, 1, 1, 1, 1]]), skip_first=True), skipped)
+    torch.testing.assert_close(mean_pool(right, torch.tensor([[1, 1, 1, 1, 1, 0, 0]]), skip_first=True), skipped)
+
+
+def test_embed_layers_matches_pooled_transformers_hidden_states(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, device="cpu")
+    ref = hf_model(tiny_checkpoint)
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(3, 128, (n,), generator=g).tolist() for n in (4, 9, 6, 12, 5)]
+    layers = [0, 1, 2, 3]  # HF indices; the pass stops after layer 3 of 4
+    emb = embed_layers(model, seqs, layers, pools=("mean", "mean-skip-first"), batch_size=2)
+    for i, s in enumerate(seqs):
+        with torch.no_grad():
+            hs = ref(torch.tensor([s]), output_hidden_states=True).hidden_states
+        for li, layer in enumerate(layers):
+            torch.testing.assert_close(emb["mean"][li, i], hs[layer][0].mean(0), atol=1e-5, rtol=0)
+            torch.testing.assert_close(emb["mean-skip-first"][li, i], hs[layer][0, 1:].mean(0), atol=1e-5, rtol=0)
+
+
+def test_paper_average_uses_even_layers_without_embeddings():
+    acc = torch.stack([torch.full((2, 2), float(l)) for l in range(5)])  # value = layer index
+    acc[:, 0, 0] = acc[:, 1, 1] = float("nan")
+    assert paper_average(acc, [0, 1, 2, 3, 4]) == 3.0  # mean of layers 2 and 4
+
+
+def test_pearson_and_permutation_p_value_by_hand():
+    sys.path.insert(0, str(ROOT))
+    from retrieve import pearson_permutation
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([2.0, 1.0, 4.0, 3.0, 5.0])
+    # by hand: deviations x (-2,-1,0,1,2), y (-1,-2,1,0,2); Σxy = 2+2+0+0+4 = 8, Σx² = Σy² = 10 → r = 0.8
+    r, p = pearson_permutation(x, y, permutations=5000)
+    assert r == pytest.approx(0.8)
+    # exact: of the 120 orderings of y, those with |r| >= 0.8 are Σxy ∈ {8, 9, 10, -8, -9, -10}
+    import itertools
+    exact = np.mean([abs(np.corrcoef(x, np.array(q))[0, 1]) >= 0.8 - 1e-12 for q in itertools.permutations(y)])
+    assert p == pytest.approx(exact, abs=0.02)
+
+
+def test_retrieve_cli_end_to_end_on_a_tiny_model(tiny_chat_checkpoint, tmp_path):
+    from multilingual import UDHR_ARTICLE_1
+
+    rows = [{lang: f"{text} ({i})" for lang, text in UDHR_ARTICLE_1.items() if lang in ("en", "de", "fr")}
+            for i in range(6)]
+    data = tmp_path / "multiway.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    res = subprocess.run([sys.executable, str(ROOT / "retrieve.py"), "--model", str(tiny_chat_checkpoint),
+                          "--data", str(data), "--layers", "0,2,4", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["langs"] == ["en", "de", "fr"] and results["layers"] == [0, 2, 4]
+    for pool, s in results["pools"].items():
+        assert set(s["per_direction"]) == {"en-de", "en-fr", "de-en", "de-fr", "fr-en", "fr-de"}
+        assert s["paper_average"] == pytest.approx(np.mean([v[1:] for v in s["per_direction"].values()]))
+    assert (tmp_path / "out" / "results.csv").read_text().startswith("pool,layer,source,target,accuracy")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"en": "a", "de": "b"}\n{"en": "c"\n')
+    res = subprocess.run([sys.executable, str(ROOT / "retrieve.py"), "--model", str(tiny_chat_checkpoint),
+                          "--data", str(bad), "--out", str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0 and "bad.jsonl:2: not valid JSON" in res.stderr
