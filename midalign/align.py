@@ -42,3 +42,20 @@ def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symme
     if symmetric:
         loss = (loss + F.cross_entropy(logits.T, target)) / 2
     return loss
+
+
+def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], layer: int, temperature: float,
+                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0) -> Tensor:
+    """Contrastive loss at decoder layer `layer` for n translation pairs (tokenised raw sentences).
+
+    One forward pass over the 2n sentences that stops after `layer`: no upper layers, no LM head.
+    The non-English side is the anchor (official code); `symmetric` averages both directions.
+    """
+    from midalign.generate import left_pad
+
+    device = model.lm_head.weight.device
+    ids, mask = left_pad(list(src_ids) + list(en_ids), pad_id, device)
+    hidden = model(ids, mask, output_hidden_states=[layer], stop_after_layer=layer).hidden_states[layer]
+    pooled = mean_pool(hidden, mask, skip_first=pool == "mean-skip-first")  # (2n, d)
+    n = len(src_ids)
+    return contrastive_loss(pooled[:n], pooled[n:], temperature, symmetric)

@@ -1,0 +1,182 @@
+"""Alignment and task objectives, schedule, and train.py end to end (tiny model; the real default is slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import hf_model
+from midalign.align import alignment_loss, contrastive_loss
+from midalign.checkpoint import load_model
+from midalign.data.tasks import Pair, slots_from_annotation
+from midalign.lora import LoRAConfig, apply_lora
+from midalign.schedule import alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
+from midalign.sft import collate, task_loss
+from multilingual import UDHR_ARTICLE_1
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def test_contrastive_loss_equals_hand_computation():
+    a = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0]])
+    b = torch.tensor([[2.0, 0.1], [0.5, 0.5], [-0.2, 1.0]])
+    tau = 0.5
+
+    def cos(u, v):
+        return sum(x * y for x, y in zip(u, v)) / math.sqrt(sum(x * x for x in u) * sum(y * y for y in v))
+
+    def one_way(x, y):
+        total = 0.0
+        for k in range(3):
+            scores = [cos(x[k].tolist(), y[j].tolist()) / tau for j in range(3)]
+            total += -(scores[k] - math.log(sum(math.exp(s) for s in scores)))
+        return total / 3
+
+    assert contrastive_loss(a, b, tau).item() == pytest.approx(one_way(a, b), rel=1e-6)
+    assert contrastive_loss(a, b, tau, symmetric=True).item() == pytest.approx((one_way(a, b) + one_way(b, a)) / 2, rel=1e-6)
+
+
+def test_schedule_alternation_accumulation_and_learning_rate():
+    assert micro_batch_kinds(4) == ["task", "align", "task", "align"]
+    assert micro_batch_kinds(4, align=False) == ["task"] * 4
+    assert micro_batch_kinds(2, task=False) == ["align"] * 2
+    with pytest.raises(ValueError, match="must be even"):
+        micro_batch_kinds(3)
+    # lr·t/W in warmup, lr·√(W/t) after (W = 10)
+    assert [inverse_sqrt_lr(t, 1.0, 10) for t in (1, 5, 10, 40, 90)] == pytest.approx([0.1, 0.5, 1.0, 0.5, 1 / 3])
+    # task batches: each epoch a permutation, reproducible from the index alone
+    epoch0 = sum((task_batch(10, 3, i, seed=1) for i in range(3)), [])
+    assert len(set(epoch0)) == 9 and task_batch(10, 3, 1, seed=1) == task_batch(10, 3, 1, seed=1)
+    assert sorted(sum((task_batch(9, 3, i, seed=1) for i in range(3, 6)), [])) == list(range(9))
+
+
+def test_alignment_batches_never_repeat_an_english_sentence_and_spread_languages():
+    by_lang = {lang: [Pair(lang, f"{lang}{i}", f"en{i}") for i in range(10)] for lang in ("a", "b", "c", "d")}
+    counts = {lang: 0 for lang in by_lang}
+    for i in range(200):
+        batch = alignment_batch(by_lang, 8, i, seed=0)
+        assert len(batch) == 8 and len({p.en for p in batch}) == 8
+        for p in batch:
+            counts[p.lang] += 1
+    assert min(counts.values()) > 0.2 * 1600 and max(counts.values()) < 0.3 * 1600
+
+
+def test_slot_answer_from_massive_annotation():
+    assert slots_from_annotation("wake me up at [time : five am] [date : this week]") == "time: five am; date: this week"
+    assert slots_from_annotation("hello there") == "None"
+
+
+@pytest.fixture(scope="module")
+def tiny_lora(tiny_chat_checkpoint):
+    model = load_model(tiny_chat_checkpoint, device="cpu")
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model
+
+
+def test_alignment_step_updates_only_lora_of_layers_up_to_i(tiny_lora):
+    model = tiny_lora
+    model.zero_grad()
+    ids = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
+    loss = alignment_loss(model, ids, [s[::-1] for s in ids], layer=2, temperature=0.1)
+    loss.backward()
+    for name, p in model.named_parameters():
+        layer = int(name.split(".")[2]) if name.startswith("model.layers.") else None
+        expect = "lora_" in name and layer is not None and layer < 2  # decoder layers 1..2 = indices 0, 1
+        assert (p.grad is not None and p.grad.abs().sum() > 0) == expect, name
+
+
+def test_task_loss_equals_transformers_loss_on_answer_tokens(tiny_chat_checkpoint):
+    model = load_model(tiny_chat_checkpoint, device="cpu")
+    batch = [([1, 5, 6, 7], [8, 9, 2]), ([1, 5], [10, 11, 12, 13, 2])]
+    ids, mask, labels = collate(batch, pad_id=0)
+    assert labels.tolist()[0] == [-100, -100, -100, -100, 8, 9, 2]
+    with torch.no_grad():
+        ours = task_loss(model, ids, mask, labels)
+        theirs = hf_model(tiny_chat_checkpoint)(input_ids=ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def write_tiny_data(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    en = UDHR_ARTICLE_1["en"]
+    rows = [{"translation": {"de": f"{UDHR_ARTICLE_1['de']} {i}", "en": f"{en} {i}"}} for i in range(8)]
+    (folder / "train.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    (folder / "dev.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:3]))
+    pairs = [f"{lang}\t{text} {i}\t{en} {i}" for i in range(6) for lang, text in UDHR_ARTICLE_1.items() if lang != "en"]
+    (folder / "pairs.tsv").write_text("\n".join(pairs))
+    return {"train": folder / "train.de-en.jsonl", "dev": folder / "dev.de-en.jsonl", "pairs": folder / "pairs.tsv"}
+
+
+def tiny_args(checkpoint: Path, data: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["--model", str(checkpoint), "--train-data", str(data["train"]), "--dev-data", str(data["dev"]),
+            "--align-data", str(data["pairs"]), "--align-dev-data", str(data["pairs"]), "--align-layer", "2",
+            "--batch-size", "2", "--align-batch-size", "4", "--grad-accum", "2", "--max-steps", "6",
+            "--eval-every", "2", "--patience", "100", "--out", str(out), *extra]
+
+
+def test_interrupted_then_resumed_training_equals_uninterrupted(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "full"))
+
+    real_save = train.save_state
+
+    def save_then_die(out, model, optimizer, step, trainer):
+        real_save(out, model, optimizer, step, trainer)
+        if step == 4:
+            raise KeyboardInterrupt  # killed right after the checkpoint of update 4
+
+    monkeypatch.setattr(train, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "resumed"))
+    monkeypatch.setattr(train, "save_state", real_save)
+    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "resumed", "--resume"))
+
+    from safetensors.torch import load_file
+    for which in ("last", "best"):
+        a = load_file(tmp_path / "full" / which / "adapter_model.safetensors")
+        b = load_file(tmp_path / "resumed" / which / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), which
+    log = lambda p: [json.loads(l) for l in (p / "log.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    assert strip(log(tmp_path / "full")) == strip(log(tmp_path / "resumed"))
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_train_cli_end_to_end_and_bad_input(tiny_chat_checkpoint, tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    res = run_train(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "run"
+    for path in ("best/adapter_model.safetensors", "last/adapter_config.json", "state/optimizer.pt", "config.json"):
+        assert (run / path).is_file(), path
+    rows = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "eval" not in r]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6] and all("task_loss" in r and "align_loss" in r for r in steps)
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    assert all(abs(r["dev_loss"] - r["dev_task_loss"] - r["dev_align_loss"]) < 1e-9 for r in evals)
+
+    bad = tmp_path / "data" / "train.fr-en.jsonl"
+    bad.write_text('{"translation": {"fr": "a", "en": "b"}}\n{"translation": {"fr": "a"}}\n')
+    res = run_train(*tiny_args(tiny_chat_checkpoint, {**data, "train": bad}, tmp_path / "bad"))
+    assert res.returncode != 0 and "train.fr-en.jsonl:2: translation has no 'en' sentence" in res.stderr
+    res = run_train(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "bad2"), "--align-layer", "9")
+    assert res.returncode != 0 and "--align-layer 9 is out of range" in res.stderr
+    res = run_train(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "bad3"), "--align-langs", "xx")
+    assert res.returncode != 0 and "no alignment pairs for xx" in res.stderr
