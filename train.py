@@ -86,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pool", choices=POOLING, help="mean pooling, or mean without the attention-sink first token")
     g.add_argument("--temperature", type=float, help="InfoNCE temperature τ (paper: 0.1 Llama 3, 1.5 Qwen 2.5)")
     g.add_argument("--align-symmetric", action="store_true", help="average both directions of the loss")
+    g.add_argument("--align-dev-batches", type=int, default=8,
+                   help="fixed dev alignment batches per evaluation (the same ones every time)")
+    g.add_argument("--align-max-length", type=int, default=128,
+                   help="tokens kept per alignment sentence (long paragraphs are cut; bounds activation memory)")
     g = p.add_argument_group("optimisation (paper App. D.1)")
     g.add_argument("--batch-size", type=int, help="task examples per micro-batch")
     g.add_argument("--align-batch-size", type=int, help="translation pairs per alignment micro-batch")
@@ -194,6 +198,12 @@ def align_data(args) -> tuple[list[Pair], list[Pair]]:
     return train, dev
 
 
+def encode_pairs(tok, pairs: list[Pair], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Raw sentences with the tokenizer's default special tokens (no chat template), cut to max_length."""
+    cut = lambda texts: [ids[:max_length] for ids in tok.encode_batch(texts)]
+    return cut([p.text for p in pairs]), cut([p.en for p in pairs])
+
+
 # ----------------------------------------------------------------------------------- checkpoints
 
 def save_state(out: Path, model, optimizer, step: int, trainer: dict) -> None:
@@ -250,11 +260,10 @@ def evaluate(model, args, tok, dev_task, dev_pairs, autocast) -> dict:
     if dev_pairs:
         losses = []
         by_lang = group_pairs(dev_pairs)
-        for i in range(max(len(dev_pairs) // args.align_batch_size, 1)):
+        for i in range(min(max(len(dev_pairs) // args.align_batch_size, 1), args.align_dev_batches)):
             batch = alignment_batch(by_lang, args.align_batch_size, i, seed=12345)
             with autocast():
-                losses.append(alignment_loss(model, tok.encode_batch([p.text for p in batch]),
-                                             tok.encode_batch([p.en for p in batch]), args.align_layer,
+                losses.append(alignment_loss(model, *encode_pairs(tok, batch, args.align_max_length), args.align_layer,
                                              args.temperature, args.pool, args.align_symmetric, tok.pad_id).item())
         result["dev_align_loss"] = sum(losses) / len(losses)
     result["dev_loss"] = result.get("dev_task_loss", 0.0) + result.get("dev_align_loss", 0.0)
@@ -345,8 +354,7 @@ def main(argv: list[str] | None = None) -> None:
                     loss = task_loss(model, *(t.to(device) for t in collate(batch, tok.pad_id)))
                 else:
                     pairs = alignment_batch(by_lang, args.align_batch_size, index, args.seed)
-                    loss = alignment_loss(model, tok.encode_batch([p.text for p in pairs]),
-                                          tok.encode_batch([p.en for p in pairs]), args.align_layer,
+                    loss = alignment_loss(model, *encode_pairs(tok, pairs, args.align_max_length), args.align_layer,
                                           args.temperature, args.pool, args.align_symmetric, tok.pad_id)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{kind} loss is {loss.item()} at update {step} (micro-batch {j + 1}); "

@@ -44,18 +44,40 @@ def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symme
     return loss
 
 
-def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], layer: int, temperature: float,
-                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0) -> Tensor:
-    """Contrastive loss at decoder layer `layer` for n translation pairs (tokenised raw sentences).
+def pooled_states(model, token_ids: list[list[int]], layer: int, pool: str = "mean", pad_id: int = 0,
+                  max_tokens: int = 1024) -> Tensor:
+    """(N, d) pooled outputs of decoder layer `layer` for N tokenised sentences, with gradients.
 
-    One forward pass over the 2n sentences that stops after `layer`: no upper layers, no LM head.
-    The non-English side is the anchor (official code); `symmetric` averages both directions.
+    Sentences are run in length-sorted chunks of about `max_tokens` padded tokens: each sentence's
+    representation does not depend on its batch-mates, so this equals one padded batch while wasting
+    little compute on padding. Each pass stops after `layer` (no upper layers, no LM head).
     """
     from midalign.generate import left_pad
 
     device = model.lm_head.weight.device
-    ids, mask = left_pad(list(src_ids) + list(en_ids), pad_id, device)
-    hidden = model(ids, mask, output_hidden_states=[layer], stop_after_layer=layer).hidden_states[layer]
-    pooled = mean_pool(hidden, mask, skip_first=pool == "mean-skip-first")  # (2n, d)
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    chunks, current = [], []
+    for i in order:  # longest first; a chunk closes when its padded size would pass max_tokens
+        if current and (len(current) + 1) * len(token_ids[current[0]]) > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(i)
+    chunks.append(current)
+    pooled = [None] * len(token_ids)
+    for chunk in chunks:
+        ids, mask = left_pad([token_ids[i] for i in chunk], pad_id, device)
+        hidden = model(ids, mask, output_hidden_states=[layer], stop_after_layer=layer).hidden_states[layer]
+        for i, row in zip(chunk, mean_pool(hidden, mask, skip_first=pool == "mean-skip-first")):
+            pooled[i] = row
+    return torch.stack(pooled)
+
+
+def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], layer: int, temperature: float,
+                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0) -> Tensor:
+    """Contrastive loss at decoder layer `layer` for n translation pairs (tokenised raw sentences).
+
+    The non-English side is the anchor (official code); `symmetric` averages both directions.
+    """
+    pooled = pooled_states(model, list(src_ids) + list(en_ids), layer, pool, pad_id)  # (2n, d)
     n = len(src_ids)
     return contrastive_loss(pooled[:n], pooled[n:], temperature, symmetric)

@@ -34,6 +34,8 @@ class Example:
     system: str
     user: str
     answer: str
+    annot: str = ""  # slot filling: the MASSIVE bracket annotation the F1 is computed against
+    target: str = ""  # mt: the target language (BLEU tokenizer choice)
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
@@ -96,7 +98,7 @@ def load_massive(path: Path, partition: str | None = None, langs: list[str] | No
         annot = _field(path, n, row, "annot_utt")
         if annot.count("[") != annot.count("]"):
             raise DataError(f"{path}:{n}: unbalanced brackets in annot_utt {annot!r}")
-        out.append(Example(lang, SLOT_SYSTEM, _field(path, n, row, "utt"), slots_from_annotation(annot)))
+        out.append(Example(lang, SLOT_SYSTEM, _field(path, n, row, "utt"), slots_from_annotation(annot), annot))
     return out
 
 
@@ -109,7 +111,7 @@ def load_parallel_jsonl(path: Path, src: str, tgt: str) -> list[Example]:
         for lang in (src, tgt):
             if not isinstance(pair.get(lang), str) or not pair[lang].strip():
                 raise DataError(f"{path}:{n}: translation has no '{lang}' sentence (keys: {', '.join(pair)})")
-        out.append(Example(src, system, pair[src], pair[tgt]))
+        out.append(Example(src if tgt == "en" else tgt, system, pair[src], pair[tgt], target=tgt))
     return out
 
 
@@ -128,7 +130,8 @@ def mt_examples(pairs: list[Pair], to_english: bool = True) -> list[Example]:
     for p in pairs:
         src, tgt = (p.lang, "en") if to_english else ("en", p.lang)
         system = MT_SYSTEM.format(src=language_name(src), tgt=language_name(tgt))
-        out.append(Example(p.lang, system, p.text if to_english else p.en, p.en if to_english else p.text))
+        out.append(Example(p.lang, system, p.text if to_english else p.en, p.en if to_english else p.text,
+                           target=tgt))
     return out
 
 

@@ -1,0 +1,208 @@
+"""Generation and the paper's metrics per language (paper §4.2, Tables 2, 10, 11; REFERENCE.md §3, §7).
+
+    python evaluate.py                                     # offline default: UDHR test articles X→English
+    python evaluate.py --adapter runs/demo/best --out runs/eval-aligned
+    python evaluate.py --task slot --data massive/1.1/data --adapter runs/slot/best \\
+        --groups supervised=ar,en,es,ru,zh aligned=cy,jv,ja,sw,tl
+
+Greedy decoding with the KV cache and left padding. Writes predictions.jsonl (every output, to inspect
+any number), scores.json (per language and per group; `retrieve.py --correlate` reads it) and
+table.md (a row of per-language scores and group averages, as the paper's Tables 10/11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from midalign.adapters import AdapterError, load_adapter
+from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.data import udhr
+from midalign.data.tasks import Example, Pair, load_massive, load_parallel_jsonl, load_uner, mt_examples
+from midalign.data.udhr import DataError
+from midalign.generate import generate
+from midalign.io import atomic_write_text
+from midalign.metrics import json_f1, mt_scores, slot_f1
+from midalign.registry import DEFAULT_MODEL
+from midalign.tokenizer import ChatTokenizer
+
+MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 160
+MAIN_METRIC = {"slot": "f1", "mt": "bleu", "json": "f1"}
+UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=["slot", "mt", "json"], default="mt")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--data", nargs="+", type=Path,
+                   help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
+                        "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
+    p.add_argument("--langs", nargs="+", help="languages to evaluate (default: all in the data; UDHR: all 34 X→en)")
+    p.add_argument("--limit", type=int, help="at most this many examples per language (UDHR default: 4)")
+    p.add_argument("--groups", nargs="+", metavar="NAME=l1,l2",
+                   help="language groups to average (default UDHR: supervised=de,es,fr,ru,zh; the rest 'transfer')")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    p.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512 (UDHR 160), json 512")
+    p.add_argument("--comet-python", type=Path,
+                   help="python of a separate environment with unbabel-comet, for COMET-22 (mt)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
+    return p.parse_args(argv)
+
+
+def test_examples(args) -> list[Example]:
+    if args.task == "mt" and not args.data:
+        langs = args.langs or [l for l in udhr.DEFAULT_VERSIONS if l != "en"]
+        rows = udhr.parallel_rows(["en", *langs], "test")[: args.limit or 4]
+        return mt_examples([Pair(l, r[l], r["en"]) for l in langs for r in rows])
+    if not args.data:
+        raise DataError(f"--task {args.task} needs --data (see --help for the formats)")
+    files = [f for path in args.data for f in (sorted(path.glob("*.jsonl")) if path.is_dir() else [path])]
+    if args.task == "slot":
+        out = [ex for f in files for ex in load_massive(f, "test", args.langs)]
+    elif args.task == "json":
+        out = [ex for f in files for ex in load_uner(f) if not args.langs or ex.lang in args.langs]
+    else:
+        out = []
+        for f in files:
+            pair = f.name.split(".")[-2] if f.name.count(".") >= 2 else ""
+            if "-" not in pair:
+                raise DataError(f"{f}: cannot tell the language pair; name the file like test.de-en.jsonl")
+            src, tgt = pair.split("-", 1)
+            out += [ex for ex in load_parallel_jsonl(f, src, tgt) if not args.langs or ex.lang in args.langs]
+    if args.limit:
+        kept, counts = [], Counter()
+        for ex in out:
+            if counts[ex.lang] < args.limit:
+                kept.append(ex)
+                counts[ex.lang] += 1
+        out = kept
+    if not out:
+        raise DataError(f"no test examples in {', '.join(map(str, args.data))} for languages {args.langs or 'any'}")
+    return out
+
+
+def score_language(task: str, examples: list[Example], predictions: list[str]) -> dict:
+    lang = examples[0].lang
+    if task == "slot":
+        return slot_f1([ex.annot for ex in examples], predictions, lang)
+    if task == "json":
+        return json_f1([ex.answer for ex in examples], predictions)
+    return mt_scores(predictions, [ex.answer for ex in examples], examples[0].target)
+
+
+def comet_scores(examples: list[Example], predictions: list[str], python: Path | None) -> list[float] | None:
+    """COMET-22 segment scores: importable `comet`, or a separate environment's python; else None."""
+    data = [{"src": ex.user, "mt": p, "ref": ex.answer} for ex, p in zip(examples, predictions)]
+    script = ("import json,sys\nfrom comet import download_model,load_from_checkpoint\n"
+              "m=load_from_checkpoint(download_model('Unbabel/wmt22-comet-da'))\n"
+              "d=json.load(open(sys.argv[1]))\nprint(json.dumps(m.predict(d,batch_size=16,gpus=0).scores))\n")
+    if python is None:
+        try:
+            import comet  # noqa: F401
+        except ImportError:
+            return None
+        python = Path(sys.executable)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(data, f)
+    run = subprocess.run([str(python), "-c", script, f.name], capture_output=True, text=True)
+    Path(f.name).unlink()
+    if run.returncode != 0:
+        raise RuntimeError(f"COMET failed in {python}: {run.stderr.strip()[-500:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def group_averages(per_language: dict[str, dict], groups: dict[str, list[str]], metric: str) -> dict[str, float]:
+    out = {}
+    for name, langs in groups.items():
+        values = [per_language[l][metric] for l in langs if l in per_language]
+        if values:
+            out[name] = sum(values) / len(values)
+    return out
+
+
+def markdown_table(per_language: dict[str, dict], groups: dict[str, float], metric: str, label: str) -> str:
+    langs = list(per_language)
+    head = "| model | " + " | ".join(langs) + " | " + " | ".join(groups) + " |"
+    sep = "|---" * (1 + len(langs) + len(groups)) + "|"
+    row = f"| {label} | " + " | ".join(f"{per_language[l][metric]:.1f}" for l in langs) + " | " + \
+          " | ".join(f"{v:.1f}" for v in groups.values()) + " |"
+    return "\n".join([head, sep, row]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    examples = test_examples(args)
+    langs = list(dict.fromkeys(ex.lang for ex in examples))
+    if args.groups:
+        groups = {}
+        for spec in args.groups:
+            name, _, members = spec.partition("=")
+            if not members:
+                raise DataError(f"--groups {spec}: expected NAME=l1,l2")
+            groups[name] = members.split(",")
+    elif args.task == "mt" and not args.data:
+        groups = {**UDHR_GROUPS, "transfer": [l for l in langs if l not in UDHR_GROUPS["supervised"]]}
+    else:
+        groups = {}
+    max_new = args.max_new_tokens or (160 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
+
+    folder = resolve_model_dir(args.model)
+    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder)
+    if args.adapter:
+        load_adapter(model, args.adapter)
+    prompts = [tok.chat_ids(ex.messages() if ex.system else ex.messages()[1:]) for ex in examples]
+    start = time.perf_counter()
+    outputs = generate(model, prompts, max_new, tok.eos_ids, tok.pad_id, args.batch_size, progress=True)
+    seconds = time.perf_counter() - start
+    predictions = [tok.decode(o).strip() for o in outputs]
+    n_tokens = sum(len(o) for o in outputs)
+
+    per_language = {}
+    for lang in langs:
+        idx = [i for i, ex in enumerate(examples) if ex.lang == lang]
+        per_language[lang] = score_language(args.task, [examples[i] for i in idx], [predictions[i] for i in idx])
+        if args.task in ("slot", "json"):
+            per_language[lang]["f1"] *= 100
+    metric = MAIN_METRIC[args.task]
+    comet = None
+    if args.task == "mt":
+        comet = comet_scores(examples, predictions, args.comet_python)
+        for lang in langs:
+            idx = [i for i, ex in enumerate(examples) if ex.lang == lang]
+            per_language[lang]["comet"] = (100 * sum(comet[i] for i in idx) / len(idx)) if comet else "skipped"
+        if comet is None:
+            print("note: COMET-22 skipped (unbabel-comet not importable; pass --comet-python PATH)", file=sys.stderr)
+    for lang in langs:
+        per_language[lang]["score"] = per_language[lang][metric]
+    averages = group_averages(per_language, groups, metric)
+    label = f"{args.model}" + (f" + {args.adapter}" if args.adapter else "")
+    scores = {"task": args.task, "model": args.model, "adapter": str(args.adapter) if args.adapter else None,
+              "metric": metric, "n_examples": len(examples), "per_language": per_language, "groups": averages,
+              "group_members": groups, "generation": {"seconds": round(seconds, 1), "new_tokens": n_tokens,
+                                                      "tokens_per_s": round(n_tokens / seconds, 2),
+                                                      "batch_size": args.batch_size, "max_new_tokens": max_new}}
+    atomic_write_text(args.out / "predictions.jsonl", "".join(
+        json.dumps({"lang": ex.lang, "input": ex.user, "reference": ex.answer, "prediction": p}, ensure_ascii=False) + "\n"
+        for ex, p in zip(examples, predictions)))
+    atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=1, ensure_ascii=False))
+    table = markdown_table(per_language, averages, metric, label)
+    atomic_write_text(args.out / "table.md", table)
+    print(table)
+    print(f"{len(examples)} examples, {n_tokens} new tokens in {seconds:.0f} s ({n_tokens / seconds:.1f} tokens/s, "
+          f"batch {args.batch_size}); wrote {args.out}/scores.json, predictions.jsonl, table.md")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (AdapterError, CheckpointError, DataError) as e:
+        sys.exit(f"error: {e}")
