@@ -1,0 +1,241 @@
+"""midalign vs transformers + peft, side by side on the same machine, model, batch and precision.
+
+    python bench/run.py                       # all workloads, default model, writes bench/RESULTS.md
+    python bench/run.py --workloads align --reps 3
+
+Each (workload, implementation) runs in its own fresh process — midalign first, then the peer, back
+to back — with one warm-up and `--reps` timed repetitions; the table gives medians, the ratio
+peer/midalign (> 1: midalign is faster) and peak memory (RSS on CPU, max allocated on CUDA).
+Workloads (issue: benchmarks against the peer):
+  task      LoRA task training step (forward + backward + AdamW, r 8 on all 7 projections), batch 8 × 128
+            tokens, loss on the last 64 tokens of each row (the answer)
+  align     alignment step at the middle layer, 32 pairs of real UDHR sentences; the peer runs the full
+            model with output_hidden_states=True, as the official code does
+  generate  greedy generation, batch 8 prompts, 64 new tokens
+  retrieve  embeddings of every layer for 64 real UDHR sentences (length-sorted batches of 16 for both)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORKLOADS = ("task", "align", "generate", "retrieve")
+
+
+def udhr_sentences(n: int) -> list[tuple[str, str]]:
+    from midalign.data.udhr import english_pairs
+    pairs = english_pairs("train", langs=["de", "fr", "es", "ru", "zh", "cy", "sw", "is", "tl", "jv", "ja", "hi"])
+    seen, out = set(), []
+    for _, text, en in pairs:  # distinct English sides: no false negatives in the contrastive batch
+        if en not in seen and len(en.split()) < 40:
+            seen.add(en)
+            out.append((text, en))
+    return (out * (n // max(len(out), 1) + 1))[:n]
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(impl: str, model_name: str, device, lora: bool):
+    """(model, tokenizer folder) for 'midalign' or 'peer' (transformers + peft), in the default dtype."""
+    import torch
+
+    from midalign.checkpoint import default_dtype, load_model, resolve_model_dir
+    from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora
+
+    folder = resolve_model_dir(model_name)
+    dtype = default_dtype(device)
+    if impl == "midalign":
+        model = load_model(folder, device=device, dtype=dtype)
+        if lora:
+            apply_lora(model, LoRAConfig())
+    else:
+        import transformers
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").to(device)
+        if lora:
+            import peft
+            model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1,
+                                                               target_modules=list(DEFAULT_TARGETS), task_type="CAUSAL_LM"))
+        for p in model.parameters():
+            p.requires_grad_(lora and p.requires_grad)
+    return model, folder
+
+
+def workload_fn(name: str, impl: str, model, folder, device):
+    """A zero-argument callable running one repetition of the workload; returns work units done."""
+    import torch
+    import torch.nn.functional as F
+
+    from midalign.align import alignment_loss, contrastive_loss, mean_pool
+    from midalign.generate import greedy_generate, left_pad, length_sorted_batches
+    from midalign.retrieval import embed_layers
+    from midalign.sft import task_loss
+    from midalign.tokenizer import ChatTokenizer
+
+    tok = ChatTokenizer(folder)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else \
+        (lambda: torch.autocast("cpu", enabled=False))
+    g = torch.Generator().manual_seed(0)
+    if name == "task":
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        ids = torch.randint(100, 20000, (8, 128), generator=g).to(device)
+        mask = torch.ones_like(ids)
+        labels = ids.clone()
+        labels[:, :64] = -100
+
+        def step():
+            with autocast():
+                loss = task_loss(model, ids, mask, labels) if impl == "midalign" else \
+                    model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return 8 * 128
+        return step, "tokens"
+    if name == "align":
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        pairs = udhr_sentences(32)
+        src, en = tok.encode_batch([p[0] for p in pairs]), tok.encode_batch([p[1] for p in pairs])
+        layer = model.config.num_hidden_layers // 2
+
+        def step():
+            with autocast():
+                if impl == "midalign":
+                    loss = alignment_loss(model, src, en, layer, 0.1, "mean", False, tok.pad_id)
+                else:
+                    ids, mask = left_pad(src + en, tok.pad_id, device)
+                    hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+                    pooled = mean_pool(hs, mask)
+                    loss = contrastive_loss(pooled[:32], pooled[32:], 0.1)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return 32
+        return step, "pairs"
+    if name == "generate":
+        model.eval()
+        prompts = [tok.chat_ids([{"role": "user", "content": f"Translate to English: {s}"}])
+                   for s, _ in udhr_sentences(8)]
+
+        def step():
+            with torch.inference_mode(), autocast():
+                if impl == "midalign":
+                    out = greedy_generate(model, prompts, 64, eos_ids=[-1], pad_id=tok.pad_id)
+                    assert all(len(o) == 64 for o in out)
+                else:
+                    ids, mask = left_pad(prompts, tok.pad_id, device)
+                    model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=64, min_new_tokens=64,
+                                   do_sample=False, pad_token_id=tok.pad_id)
+            return 8 * 64
+        return step, "new tokens"
+    if name == "retrieve":
+        model.eval()
+        sentences = [s for pair in udhr_sentences(32) for s in pair]
+        ids = tok.encode_batch(sentences)
+        layers = list(range(model.config.num_hidden_layers + 1))
+
+        def step():
+            with torch.inference_mode(), autocast():
+                if impl == "midalign":
+                    embed_layers(model, ids, layers, ("mean",), 16, tok.pad_id)
+                else:
+                    for batch in length_sorted_batches([len(t) for t in ids], 16):
+                        x, mask = left_pad([ids[i] for i in batch], tok.pad_id, device)
+                        hs = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states
+                        [mean_pool(h, mask) for h in hs]
+            return len(sentences)
+        return step, "sentences"
+    raise ValueError(name)
+
+
+def child(args) -> None:
+    """Run one (workload, implementation) in this process and print a JSON line."""
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, folder = build(args.impl, args.model, device, lora=args.workload in ("task", "align"))
+    step, unit = workload_fn(args.workload, args.impl, model, folder, device)
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        units = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"times": times, "units": units, "unit": unit, "peak_mb": peak_memory_mb(device),
+                      "device": str(device), "dtype": str(next(model.parameters()).dtype)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="offline alias, folder or hub id")
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    p.add_argument("--child", nargs=2, metavar=("WORKLOAD", "IMPL"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.workload, args.impl = args.child
+        return child(args)
+    import torch
+
+    rows = []
+    for workload in args.workloads:
+        result = {}
+        for impl in ("midalign", "peer"):
+            cmd = [sys.executable, __file__, "--child", workload, impl, "--model", args.model, "--reps", str(args.reps)]
+            if args.device:
+                cmd += ["--device", args.device]
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode != 0:
+                sys.exit(f"{workload}/{impl} failed:\n{run.stderr[-3000:]}")
+            result[impl] = json.loads(run.stdout.strip().splitlines()[-1])
+            med = statistics.median(result[impl]["times"])
+            print(f"{workload:9s} {impl:9s} median {med:7.2f} s  {result[impl]['units'] / med:8.1f} "
+                  f"{result[impl]['unit']}/s  peak {result[impl]['peak_mb']:7.0f} MB", flush=True)
+        rows.append((workload, result))
+    m = rows[0][1]["midalign"]
+    lines = [
+        "# Benchmarks: midalign vs transformers + peft", "",
+        f"Written by `python bench/run.py` on {datetime.date.today()}: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, device {m['device']}, {m['dtype']}, "
+        f"model `{args.model}`; medians of {args.reps} runs after one warm-up, each side in a fresh process.", "",
+        "| workload | midalign (s) | peer (s) | peer / midalign | midalign throughput | peer throughput | "
+        "midalign peak MB | peer peak MB |", "|---|---|---|---|---|---|---|---|"]
+    for workload, r in rows:
+        a, b = statistics.median(r["midalign"]["times"]), statistics.median(r["peer"]["times"])
+        unit = r["midalign"]["unit"]
+        lines.append(f"| {workload} | {a:.2f} | {b:.2f} | **{b / a:.2f}×** | {r['midalign']['units'] / a:.1f} {unit}/s | "
+                     f"{r['peer']['units'] / b:.1f} {unit}/s | {r['midalign']['peak_mb']:.0f} | {r['peer']['peak_mb']:.0f} |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""End to end on real pretrained models and real multilingual text (slow; CI runs them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from midalign.data.udhr import parallel_rows
+from midalign.registry import ensure_registry_model
+from test_retrieval import brute_force_retrieval
+
+ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_retrieve_on_smollm_matches_transformers_hidden_states_and_brute_force(tmp_path):
+    """One direction, two layers: transformers' hidden states + the written-out margin give the same accuracy."""
+    import transformers
+
+    folder = ensure_registry_model("smollm2-135m-instruct")
+    langs = ["en", "de", "fr"]
+    res = run("retrieve.py", "--model", "smollm2-135m-instruct", "--langs", *langs, "--layers", "0,8,15,30",
+              "--pool", "mean-skip-first", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = parallel_rows(langs, "test")
+    assert results["n_sentences"] == len(rows) > 10
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    pooled = {}
+    with torch.no_grad():
+        for lang in ("de", "en"):
+            states = [hf(torch.tensor([tok(r[lang])["input_ids"]]), output_hidden_states=True).hidden_states for r in rows]
+            pooled[lang] = {layer: torch.stack([h[layer][0, 1:].mean(0) for h in states]) for layer in (8, 15)}
+    for li, layer in ((1, 8), (2, 15)):
+        picks = brute_force_retrieval(pooled["de"][layer].double().numpy(), pooled["en"][layer].double().numpy(), 4)
+        expected = sum(p == i for i, p in enumerate(picks)) / len(rows)
+        got = results["pools"]["mean-skip-first"]["per_direction"]["de-en"][li]
+        assert got == pytest.approx(expected, abs=1e-9), layer
+
+
+def test_evaluate_default_model_translates_german(tmp_path):
+    res = run("evaluate.py", "--langs", "de", "--limit", "3", "--max-new-tokens", "96", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["per_language"]["de"]["bleu"] > 15  # a multilingual model translating real UDHR German
+    assert "tok:13a" in scores["per_language"]["de"]["bleu_signature"]
+
+
+def test_train_demo_preset_on_the_real_default(tmp_path):
+    res = run("train.py", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "eval" not in r]
+    evals = [r for r in rows if "eval" in r]
+    assert len(steps) == 16 and all(torch.isfinite(torch.tensor([r["task_loss"], r["align_loss"]])).all() for r in steps)
+    assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
+    assert evals[-1]["dev_align_loss"] < evals[0]["dev_align_loss"] or evals[-1]["dev_task_loss"] < evals[0]["dev_task_loss"]
