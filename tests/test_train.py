@@ -180,3 +180,23 @@ def test_train_cli_end_to_end_and_bad_input(tiny_chat_checkpoint, tmp_path):
     assert res.returncode != 0 and "--align-layer 9 is out of range" in res.stderr
     res = run_train(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "bad3"), "--align-langs", "xx")
     assert res.returncode != 0 and "no alignment pairs for xx" in res.stderr
+
+
+def test_alignment_pair_formats_agree_and_bad_lines_are_named(tmp_path):
+    from midalign.data.tasks import load_pairs
+    from midalign.data.udhr import DataError
+
+    (tmp_path / "Tatoeba.cy-en.cy").write_text("Bore da.\n\nDiolch.\n")
+    (tmp_path / "Tatoeba.cy-en.en").write_text("Good morning.\nEmpty.\nThank you.\n")
+    (tmp_path / "p.tsv").write_text("cy\tBore da.\tGood morning.\ncy\tDiolch.\tThank you.\n")
+    (tmp_path / "p.jsonl").write_text('{"lang": "cy", "text": "Bore da.", "en": "Good morning."}\n'
+                                      '{"lang": "cy", "text": "Diolch.", "en": "Thank you."}\n')
+    expected = [Pair("cy", "Bore da.", "Good morning."), Pair("cy", "Diolch.", "Thank you.")]
+    for name in ("Tatoeba.cy-en.cy", "p.tsv", "p.jsonl"):
+        assert load_pairs(tmp_path / name) == expected, name
+    (tmp_path / "bad.tsv").write_text("cy\tBore da.\tGood morning.\ncy\tDiolch.\n")
+    with pytest.raises(DataError, match=r"bad.tsv:2: expected 3 tab-separated fields"):
+        load_pairs(tmp_path / "bad.tsv")
+    (tmp_path / "Tatoeba.cy-en.en").write_text("Good morning.\n")
+    with pytest.raises(DataError, match="must be line-aligned"):
+        load_pairs(tmp_path / "Tatoeba.cy-en.cy")

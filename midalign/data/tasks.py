@@ -7,7 +7,8 @@ chat template. Loaders validate every line and stop with `file:line: what is wro
   bracket annotation (`[time : five am]`), `None` without slots.
 - mt:   ALMA-style JSONL `{"translation": {"de": …, "en": …}}`; or the offline UDHR text.
 - json: UNER from the Aya collection: JSONL with `inputs` (instruction) and `targets` (JSON answer).
-- alignment pairs: TSV `lang<TAB>sentence<TAB>english sentence` or JSONL `{"lang", "text", "en"}`.
+- alignment pairs: TSV `lang<TAB>sentence<TAB>english sentence`, JSONL `{"lang", "text", "en"}`, or
+  Tatoeba/OPUS aligned text files (`Tatoeba.cy-en.cy` beside `Tatoeba.cy-en.en`, one sentence per line).
 """
 
 from __future__ import annotations
@@ -135,8 +136,35 @@ def mt_examples(pairs: list[Pair], to_english: bool = True) -> list[Example]:
     return out
 
 
+def load_aligned_text(path: Path) -> list[Pair]:
+    """OPUS/Tatoeba moses files: `<name>.<xx>-en.<xx>` and its sibling `<name>.<xx>-en.en`, line by line.
+
+    Lines where either side is empty are dropped (as the paper filtered Tatoeba)."""
+    lang = path.suffix[1:]
+    pair = Path(path.stem).suffix[1:]  # "cy-en"
+    if set(pair.split("-")) != {lang, "en"}:
+        raise DataError(f"{path}: aligned text files are named like Tatoeba.cy-en.cy (with Tatoeba.cy-en.en beside)")
+    english = path.with_suffix(".en")
+    if not path.is_file() or not english.is_file():
+        raise DataError(f"{path}: needs both {path.name} and {english.name}")
+    src = path.read_text(encoding="utf-8").split("\n")
+    tgt = english.read_text(encoding="utf-8").split("\n")
+    for side in (src, tgt):
+        if side and side[-1] == "":
+            side.pop()
+    if len(src) != len(tgt):
+        raise DataError(f"{path}: {len(src)} lines but {english.name} has {len(tgt)}; the files must be line-aligned")
+    out = [Pair(lang, s.strip(), t.strip()) for s, t in zip(src, tgt) if s.strip() and t.strip()]
+    if not out:
+        raise DataError(f"{path}: no non-empty sentence pairs")
+    return out
+
+
 def load_pairs(path: Path) -> list[Pair]:
-    """Alignment pairs from TSV (`lang<TAB>sentence<TAB>english`) or JSONL (`{"lang", "text", "en"}`)."""
+    """Alignment pairs from TSV (`lang<TAB>sentence<TAB>english`), JSONL (`{"lang", "text", "en"}`) or
+    Tatoeba-style aligned text files."""
+    if re.fullmatch(r"\.[a-z]{2,3}", path.suffix) and re.search(r"\.[a-z]{2,3}-[a-z]{2,3}$", path.stem):
+        return load_aligned_text(path)
     if path.suffix == ".jsonl":
         return [Pair(_field(path, n, r, "lang"), _field(path, n, r, "text"), _field(path, n, r, "en"))
                 for n, r in _jsonl(path)]
