@@ -255,7 +255,8 @@ def evaluate(model, args, tok, dev_task, dev_pairs, autocast) -> dict:
         for i in range(0, len(dev_task), args.batch_size):
             chunk = dev_task[i:i + args.batch_size]
             with autocast():
-                losses.append((task_loss(model, *collate(chunk, tok.pad_id)).item(), len(chunk)))
+                batch = (t.to(model.lm_head.weight.device) for t in collate(chunk, tok.pad_id))
+                losses.append((task_loss(model, *batch).item(), len(chunk)))
         result["dev_task_loss"] = sum(l * n for l, n in losses) / sum(n for _, n in losses)
     if dev_pairs:
         losses = []
