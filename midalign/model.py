@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from midalign.config import ModelConfig
 
@@ -200,6 +201,8 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # Recompute each layer's activations in the backward pass instead of storing them (training only).
+        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -245,7 +248,10 @@ class CausalLM(nn.Module):
         if 0 in wanted:
             out.hidden_states[0] = x
         for i, layer in enumerate(self.model.layers[:n_layers], start=1):
-            x = layer(x, cos, sin, mask, cache)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)  # RNG state preserved
+            else:
+                x = layer(x, cos, sin, mask, cache)
             if i in wanted:
                 out.hidden_states[i] = x
         if cache is not None:

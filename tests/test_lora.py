@@ -228,3 +228,23 @@ def test_real_model_adapter_parity_with_peft(tmp_path):
         ours, theirs = model(ids).logits, ref(input_ids=ids).logits
     assert (ours - hf_model(folder)(ids).logits).abs().max() > 1e-2  # the adapter changes the output
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_gradient_checkpointing_gives_identical_gradients(tiny):
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = load_model(tiny, device="cpu")
+        apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.1))  # dropout: the recomputation must replay the RNG
+        randomise_lora(model)
+        model.gradient_checkpointing = ckpt
+        model.train()
+        calls = []
+        model.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+        torch.manual_seed(1)
+        model(torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(0))).logits.pow(2).mean().backward()
+        assert len(calls) == (2 if ckpt else 1)  # checkpointing recomputes the layer in the backward pass
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-5)
