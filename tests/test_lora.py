@@ -240,7 +240,7 @@ def test_gradient_checkpointing_gives_identical_gradients(tiny):
         model.gradient_checkpointing = ckpt
         model.train()
         calls = []
-        model.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+        model.model.layers[0].register_forward_pre_hook(lambda *a: calls.append(1))
         torch.manual_seed(1)
         model(torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(0))).logits.pow(2).mean().backward()
         assert len(calls) == (2 if ckpt else 1)  # checkpointing recomputes the layer in the backward pass
