@@ -43,9 +43,9 @@ def test_retrieve_on_smollm_matches_transformers_hidden_states_and_brute_force(t
             pooled[lang] = {layer: torch.stack([h[layer][0, 1:].mean(0) for h in states]) for layer in (8, 15)}
     for li, layer in ((1, 8), (2, 15)):
         picks = brute_force_retrieval(pooled["de"][layer].double().numpy(), pooled["en"][layer].double().numpy(), 4)
-        expected = sum(p == i for i, p in enumerate(picks)) / len(rows)
-        got = results["pools"]["mean-skip-first"]["per_direction"]["de-en"][li]
-        assert got == pytest.approx(expected, abs=1e-9), layer
+        correct = sum(p == i for i, p in enumerate(picks))
+        got = results["pools"]["mean-skip-first"]["per_direction"]["de-en"][li]  # a float32 share
+        assert round(got * len(rows)) == correct, layer
 
 
 def test_evaluate_default_model_translates_german(tmp_path):
