@@ -32,7 +32,7 @@ from midalign.metrics import json_f1, mt_scores, slot_f1
 from midalign.registry import DEFAULT_MODEL
 from midalign.tokenizer import ChatTokenizer
 
-MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 160
+MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 128
 MAIN_METRIC = {"slot": "f1", "mt": "bleu", "json": "f1"}
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
 
@@ -47,11 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
     p.add_argument("--langs", nargs="+", help="languages to evaluate (default: all in the data; UDHR: all 34 X→en)")
-    p.add_argument("--limit", type=int, help="at most this many examples per language (UDHR default: 4)")
+    p.add_argument("--limit", type=int, help="at most this many examples per language (UDHR default: the 4 "
+                                             "shortest held-out paragraphs)")
     p.add_argument("--groups", nargs="+", metavar="NAME=l1,l2",
                    help="language groups to average (default UDHR: supervised=de,es,fr,ru,zh; the rest 'transfer')")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
-    p.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512 (UDHR 160), json 512")
+    p.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512 (UDHR 128), json 512")
     p.add_argument("--comet-python", type=Path,
                    help="python of a separate environment with unbabel-comet, for COMET-22 (mt)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
@@ -61,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def test_examples(args) -> list[Example]:
     if args.task == "mt" and not args.data:
         langs = args.langs or [l for l in udhr.DEFAULT_VERSIONS if l != "en"]
-        rows = udhr.parallel_rows(["en", *langs], "test")[: args.limit or 4]
+        # the `limit` shortest held-out paragraphs (by English length): the same rows in every language
+        rows = sorted(udhr.parallel_rows(["en", *langs], "test"), key=lambda r: len(r["en"]))[: args.limit or 4]
         return mt_examples([Pair(l, r[l], r["en"]) for l in langs for r in rows])
     if not args.data:
         raise DataError(f"--task {args.task} needs --data (see --help for the formats)")
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         groups = {**UDHR_GROUPS, "transfer": [l for l in langs if l not in UDHR_GROUPS["supervised"]]}
     else:
         groups = {}
-    max_new = args.max_new_tokens or (160 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
+    max_new = args.max_new_tokens or (128 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
 
     folder = resolve_model_dir(args.model)
     model, tok = load_model(folder, device=args.device), ChatTokenizer(folder)
