@@ -145,7 +145,17 @@ def load_adapter_weights(model: nn.Module, adapter: Adapter, where: str = "adapt
 
 
 def _same_model(a: str, b: str) -> bool:
-    return a == b or (Path(a).expanduser().exists() and Path(a).expanduser().resolve() == Path(b).expanduser().resolve())
+    """Whether two model references name the same weights: equal, or the same folder once offline
+    aliases are mapped to their cache folders (nothing is downloaded to decide)."""
+    from midalign.registry import REGISTRY, cache_dir
+
+    def folder(name: str) -> str:
+        if name in REGISTRY:
+            return str((cache_dir() / "models" / name).resolve())
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name
+
+    return a == b or folder(a) == folder(b)
 
 
 # --------------------------------------------------------------------------------------- merging

@@ -248,3 +248,14 @@ def test_gradient_checkpointing_gives_identical_gradients(tiny):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-5)
+
+
+def test_adapter_base_check_accepts_an_alias_and_its_cache_folder(tmp_path, monkeypatch):
+    from midalign.adapters import _same_model
+
+    monkeypatch.setenv("MIDALIGN_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m-instruct"
+    folder.mkdir(parents=True)
+    assert _same_model("smollm2-135m-instruct", str(folder))
+    assert not _same_model("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+    assert not _same_model("smollm2-135m-instruct", str(tmp_path))
