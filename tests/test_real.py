@@ -70,3 +70,14 @@ def test_train_demo_preset_on_the_real_default(tmp_path):
     assert len(steps) == 16 and all(torch.isfinite(torch.tensor([r["task_loss"], r["align_loss"]])).all() for r in steps)
     assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
     assert evals[-1]["dev_align_loss"] < evals[0]["dev_align_loss"] or evals[-1]["dev_task_loss"] < evals[0]["dev_task_loss"]
+
+
+def test_alignment_only_adapter_then_retrieval_with_it(tmp_path):
+    """train.py --task none on a real model, then retrieve.py --adapter: the path merge and retrieval use."""
+    res = run("train.py", "--model", "smollm2-135m-instruct", "--task", "none", "--max-steps", "1", "--grad-accum", "1",
+              "--align-batch-size", "4", "--align-dev-batches", "1", "--eval-every", "1", "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    res = run("retrieve.py", "--model", "smollm2-135m-instruct", "--adapter", str(tmp_path / "a" / "best"),
+              "--langs", "en", "de", "--layers", "15", "--pool", "mean", "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["adapter"].endswith("best")
