@@ -53,7 +53,6 @@ def peak_memory_mb(device) -> float:
 
 def build(impl: str, model_name: str, device, lora: bool):
     """(model, tokenizer folder) for 'midalign' or 'peer' (transformers + peft), in the default dtype."""
-    import torch
 
     from midalign.checkpoint import default_dtype, load_model, resolve_model_dir
     from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora
@@ -79,7 +78,6 @@ def build(impl: str, model_name: str, device, lora: bool):
 def workload_fn(name: str, impl: str, model, folder, device):
     """A zero-argument callable running one repetition of the workload; returns work units done."""
     import torch
-    import torch.nn.functional as F
 
     from midalign.align import alignment_loss, contrastive_loss, mean_pool
     from midalign.generate import greedy_generate, left_pad, length_sorted_batches

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import hf_model
 from midalign.align import mean_pool
 from midalign.checkpoint import load_model
-from midalign.generate import left_pad
 from midalign.retrieval import embed_layers, margin_retrieval, paper_average, retrieval_accuracy
 
 ROOT = Path(__file__).parent.parent
