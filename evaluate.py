@@ -24,6 +24,7 @@ from pathlib import Path
 from midalign.adapters import AdapterError, load_adapter
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
 from midalign.data import udhr
+from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Example, Pair, load_massive, load_parallel_jsonl, load_uner, mt_examples
 from midalign.data.udhr import DataError
 from midalign.generate import generate
@@ -40,6 +41,9 @@ UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other lang
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["slot", "mt", "json"], default="mt")
+    p.add_argument("--experiment", choices=sorted(EXPERIMENTS),
+                   help="the paper's test sets and languages (Table 1), downloaded on first use; sets --task")
+    p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
     p.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -142,6 +146,11 @@ def markdown_table(per_language: dict[str, dict], groups: dict[str, float], metr
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    experiment = EXPERIMENTS.get(args.experiment)
+    if experiment:
+        args.task = experiment.task
+        args.data = args.data or experiment.test_files(args.data_dir)
+        args.langs = args.langs or experiment.test_langs
     examples = test_examples(args)
     langs = list(dict.fromkeys(ex.lang for ex in examples))
     if args.groups:
@@ -151,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
             if not members:
                 raise DataError(f"--groups {spec}: expected NAME=l1,l2")
             groups[name] = members.split(",")
+    elif experiment:
+        seen = set(experiment.train_langs) | set(experiment.align_langs)
+        groups = {"supervised": experiment.train_langs, "aligned": experiment.align_langs,
+                  "transfer": [l for l in langs if l not in seen]}
+        groups = {name: members for name, members in groups.items() if set(members) & set(langs)}
     elif args.task == "mt" and not args.data:
         groups = {**UDHR_GROUPS, "transfer": [l for l in langs if l not in UDHR_GROUPS["supervised"]]}
     else:

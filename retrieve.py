@@ -25,6 +25,7 @@ import torch
 from midalign.adapters import AdapterError, load_adapter
 from midalign.align import POOLING
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, DataError, parallel_rows
 from midalign.io import atomic_write_text
 from midalign.registry import DEFAULT_MODEL
@@ -40,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="udhr",
-                   help="'udhr' (offline multiway text), a FLORES-200 folder (<code>.dev files, or its root "
-                        "with dev/), or a multiway JSONL file ({lang: sentence} per line)")
+                   help="'udhr' (offline multiway text), 'flores' (FLORES-200 dev, downloaded on first use), a "
+                        "FLORES-200 folder (<code>.dev files, or its root with dev/), or a multiway JSONL file "
+                        "({lang: sentence} per line)")
     g.add_argument("--split", default="test", choices=["train", "dev", "test"], help="UDHR articles to use")
     g.add_argument("--langs", nargs="+", help="languages (default: the 35 UDHR languages, or all in --data)")
     g = p.add_argument_group("retrieval")
@@ -72,7 +74,7 @@ def read_sentences(data: str, split: str, langs: list[str] | None) -> dict[str, 
             raise DataError(f"only {len(rows)} UDHR paragraphs of the {split} articles are parallel across "
                             f"{', '.join(langs)}; choose fewer languages or another split")
         return {lang: [r[lang] for r in rows] for lang in langs}
-    path = Path(data)
+    path = ensure("flores")[0] if data == "flores" else Path(data)
     if path.is_dir():
         folder = path / "dev" if (path / "dev").is_dir() else path
         files = {f.name[: -len(".dev")]: f for f in sorted(folder.glob("*.dev"))}

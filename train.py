@@ -1,7 +1,8 @@
 """Alternating task / middle-layer alignment LoRA training (Liu & Niehues 2025, §3; REFERENCE.md §1–4).
 
     python train.py                                  # offline default: UDHR X→English MT, demo preset
-    python train.py --preset paper --task slot --train-data massive/1.1/data --align-data tatoeba.tsv --align-layer 16
+    python train.py --experiment slot --align-layer 16  # the paper's slot filling: data fetched on first use
+    python train.py --preset paper --task slot --train-data massive/1.1/data --align-data tatoeba.tsv
     python train.py --no-align                       # task only: the SFT baseline
     python train.py --task none                      # alignment only: the module for merging (§6.3)
 
@@ -10,6 +11,9 @@ loss is cross-entropy on the answer (+ end-of-turn token); the alignment loss is
 mean-pooled outputs of decoder layer `--align-layer` of translation pairs, computed by a pass that stops
 at that layer. Outputs in --out: adapters `best/` and `last/` (PEFT format), `state/` for --resume,
 `log.jsonl` (every step and evaluation), `config.json` (the exact command and settings).
+
+Data parallel: `torchrun --nproc_per_node N train.py …` splits every global micro-batch over N
+processes (midalign/distributed.py); --batch-size and --align-batch-size stay global.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ from midalign.adapters import AdapterError, adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
 from midalign.data import udhr
-from midalign.data.tasks import MASSIVE_URL, Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner, mt_examples
+from midalign.data.experiments import EXPERIMENTS
+from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner, mt_examples
 from midalign.data.udhr import DataError
+from midalign.distributed import World, close_world, init_world
 from midalign.io import atomic_dir, atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
+from midalign.memory import estimate_training_memory
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
-from midalign.sft import collate, encode_examples, task_loss
+from midalign.sft import answer_tokens, collate, encode_examples, task_loss
 from midalign.tokenizer import ChatTokenizer
 
 # Every preset is a set of flag defaults; an explicit flag always wins. `paper` = App. D.1.
@@ -46,7 +53,6 @@ PRESETS = {
                  patience=5, pool="mean-skip-first", temperature=0.1),
 }
 SUPERVISED = ["de", "es", "fr", "ru", "zh"]  # offline default (UDHR MT) task languages
-PAPER_SLOT_LANGS = ["ar", "en", "es", "ru", "zh"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,8 +61,13 @@ class TrainingDiverged(RuntimeError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                   help="flag defaults: 'paper' (App. D.1) or 'demo' (≤10 min on a 2-core CPU)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="flag defaults: 'paper' (App. D.1; the default with an experiment) or 'demo' "
+                        "(≤10 min on a 2-core CPU; the default otherwise)")
+    p.add_argument("--experiment", choices=sorted(EXPERIMENTS),
+                   help="the paper's setup (Table 1): sets --task and the train/alignment languages and data, "
+                        "downloaded on first use; --task slot/json without --train-data means the same")
+    p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
     g = p.add_argument_group("model and LoRA")
     g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available; bf16 autocast on cuda)")
@@ -73,9 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="task training files (default for mt: the offline UDHR train articles)")
     g.add_argument("--dev-data", nargs="+", type=Path, help="task dev files (slot: default the train files' dev partition)")
     g.add_argument("--train-langs", nargs="+", help=f"task languages (mt/UDHR default {' '.join(SUPERVISED)}; "
-                                                    f"slot default {' '.join(PAPER_SLOT_LANGS)})")
-    g.add_argument("--mt-direction", choices=["to-en", "from-en", "both"], default="to-en",
-                   help="translation direction relative to English")
+                                                    f"slot default {' '.join(EXPERIMENTS['slot'].train_langs)})")
+    g.add_argument("--mt-direction", choices=["to-en", "from-en", "both"],
+                   help="translation direction relative to English (default to-en; the mt experiment: both)")
     g.add_argument("--max-length", type=int, default=512, help="tokens per task example (prompt cut from the left)")
     g = p.add_argument_group("alignment (paper §3)")
     g.add_argument("--no-align", action="store_true", help="task loss only (the SFT baseline)")
@@ -92,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fixed dev alignment batches per evaluation (the same ones every time)")
     g.add_argument("--align-max-length", type=int, default=128,
                    help="tokens kept per alignment sentence (long paragraphs are cut; bounds activation memory)")
+    g.add_argument("--align-gather", action="store_true",
+                   help="under torchrun: negatives from all processes' pairs (default: per process, as the paper)")
     g = p.add_argument_group("optimisation (paper App. D.1)")
     g.add_argument("--batch-size", type=int, help="task examples per micro-batch")
     g.add_argument("--align-batch-size", type=int, help="translation pairs per alignment micro-batch")
@@ -108,8 +121,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     g.add_argument("--resume", action="store_true", help="continue from --out/state exactly where it stopped")
     pre, _ = p.parse_known_args(argv)
-    p.set_defaults(**PRESETS[pre.preset])
+    paper = pre.experiment or (pre.task in ("slot", "json") and not pre.train_data)
+    p.set_defaults(**PRESETS[pre.preset or ("paper" if paper else "demo")])
     return p.parse_args(argv)
+
+
+def apply_experiment(args: argparse.Namespace) -> None:
+    """--experiment NAME (or --task slot/json without --train-data): the paper's languages and data files,
+    fetched on first use; flags given explicitly keep their values."""
+    name = args.experiment or (args.task if args.task in ("slot", "json") and not args.train_data else None)
+    if name is not None:
+        exp = EXPERIMENTS[name]
+        train, dev, pairs = exp.train_files(args.data_dir)
+        args.task = exp.task
+        args.train_data, args.dev_data = args.train_data or train, args.dev_data or dev
+        args.train_langs = args.train_langs or exp.train_langs
+        args.mt_direction = args.mt_direction or exp.mt_direction
+        if not args.no_align:
+            args.align_data = args.align_data or pairs
+    args.mt_direction = args.mt_direction or "to-en"
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -152,12 +182,8 @@ def task_data(args) -> tuple[list, list]:
                     mt_from_pairs(udhr_pairs("dev", langs), args.mt_direction))
         load = lambda fs: [ex for f in files(fs) for ex in _alma(f, args.mt_direction)]
         return load(args.train_data), load(args.dev_data) if args.dev_data else []
-    if not args.train_data:
-        where = {"slot": f"MASSIVE 1.1 JSONL files (1.1/data/<locale>.jsonl from {MASSIVE_URL})",
-                 "json": "UNER JSONL from the Aya collection (fields 'inputs', 'targets')"}[args.task]
-        raise DataError(f"--task {args.task} needs --train-data: {where}")
     if args.task == "slot":
-        langs = args.train_langs or PAPER_SLOT_LANGS
+        langs = args.train_langs or EXPERIMENTS["slot"].train_langs
         train = [ex for f in files(args.train_data) for ex in load_massive(f, "train", langs)]
         dev = [ex for f in files(args.dev_data or args.train_data) for ex in load_massive(f, "dev", langs)]
         return train, dev
@@ -208,17 +234,20 @@ def encode_pairs(tok, pairs: list[Pair], max_length: int) -> tuple[list[list[int
 
 # ----------------------------------------------------------------------------------- checkpoints
 
-def save_state(out: Path, model, optimizer, step: int, trainer: dict) -> None:
-    """LoRA weights, optimizer, RNG and counters, written atomically to out/state."""
+def save_state(out: Path, model, optimizer, step: int, trainer: dict, world: World = World()) -> None:
+    """LoRA weights, optimizer, every rank's RNG and the counters, written atomically to out/state."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    ranks = world.gather_objects(rng)
+    if not world.main:
+        return
     with atomic_dir(out / "state") as tmp:
         save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
                   str(tmp / "lora.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state()
-        torch.save(rng, tmp / "rng.pt")
-        (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step}))
+        torch.save(ranks, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step, "world_size": world.size}))
 
 
 def find_state(out: Path) -> Path | None:
@@ -229,7 +258,11 @@ def find_state(out: Path) -> Path | None:
     return old[-1] if old and (old[-1] / "trainer.json").is_file() else None
 
 
-def load_state(state: Path, model, optimizer) -> dict:
+def load_state(state: Path, model, optimizer, world: World = World()) -> dict:
+    trainer = json.loads((state / "trainer.json").read_text())
+    if trainer.pop("world_size", 1) != world.size:
+        raise CheckpointError(f"{state} was written by a run with a different number of processes; "
+                              f"resume with the same torchrun --nproc_per_node")
     lora = load_file(str(state / "lora.safetensors"))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(lora) != set(params):
@@ -238,11 +271,11 @@ def load_state(state: Path, model, optimizer) -> dict:
         for n, p in params.items():
             p.copy_(lora[n])
     optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
-    rng = torch.load(state / "rng.pt", weights_only=True)
+    rng = torch.load(state / "rng.pt", weights_only=True)[world.rank]
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
-    return json.loads((state / "trainer.json").read_text())
+    return trainer
 
 
 # ------------------------------------------------------------------------------------------- loop
@@ -274,11 +307,50 @@ def evaluate(model, args, tok, dev_task, dev_pairs, autocast) -> dict:
     return result
 
 
+def memory_line(model, lora_config: LoRAConfig, args, encoded, world: World) -> str:
+    """The estimate of midalign.memory for this run's largest task and alignment passes, per process."""
+    dtype = model.lm_head.weight.dtype
+    per_rank = lambda n: max(1, n // world.size)
+    passes, estimates = [], []
+    if encoded:
+        seq = max(len(p) + len(a) for p, a in encoded)
+        answer = per_rank(args.batch_size) * max(len(a) for _, a in encoded)
+        estimates.append(estimate_training_memory(model.config, lora_config, dtype, per_rank(args.batch_size), seq,
+                                                  answer_tokens=answer, grad_checkpoint=args.grad_checkpoint))
+        passes.append(f"task {per_rank(args.batch_size)} × ≤{seq} tokens")
+    if not args.no_align:
+        n = 2 * per_rank(args.align_batch_size)
+        estimates.append(estimate_training_memory(model.config, lora_config, dtype, n, args.align_max_length,
+                                                  layers=args.align_layer, grad_checkpoint=args.grad_checkpoint))
+        passes.append(f"alignment {n} × ≤{args.align_max_length} tokens to layer {args.align_layer}")
+    worst = max(estimates, key=lambda e: e.total)
+    return f"[memory] estimate per process ({'; '.join(passes)}): {worst.describe()}"
+
+
+def write_checkpoint(what: str, out: Path, save) -> None:
+    """Run `save()`; a failed write (disk full, no permission) becomes an error that says the previous copy is intact."""
+    try:
+        save()
+    except OSError as e:
+        raise CheckpointError(f"could not write {what} in {out}: {e}. Nothing was half-written: the previous "
+                              f"{what} is intact. Free disk space (or pick another --out) and rerun with --resume") from e
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    world = init_world()
+    try:
+        train(args, argv, world)
+    finally:
+        close_world(world)
+
+
+def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> None:
     torch.manual_seed(args.seed)
     folder = resolve_model_dir(args.model)
     device = torch.device(args.device) if args.device else None
+    if device is None and world.size > 1 and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
     model, tok = load_model(folder, device=device), ChatTokenizer(folder)
     model.name_or_path = args.model
     device = model.lm_head.weight.device
@@ -289,7 +361,11 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"--align-layer {args.align_layer} is out of range: this model has decoder layers 1..{L}")
     if args.task == "none" and args.no_align:
         raise DataError("--task none with --no-align leaves nothing to train")
+    for flag, size in (("--batch-size", args.batch_size), ("--align-batch-size", args.align_batch_size)):
+        if size % world.size:
+            raise DataError(f"{flag} {size} is the global batch and must be divisible by the {world.size} processes")
 
+    apply_experiment(args)
     train_task, dev_task_examples = task_data(args)
     train_pairs, dev_pairs = align_data(args)
     if args.task != "none" and not train_task:
@@ -308,13 +384,15 @@ def main(argv: list[str] | None = None) -> None:
     warmup = max(1, round(args.warmup_ratio * total))
 
     lora_config = LoRAConfig(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.lora_targets))
-    apply_lora(model, lora_config)
+    apply_lora(model, lora_config)  # the same initial weights on every rank (same seed)
+    torch.manual_seed(args.seed + world.rank)  # LoRA dropout differs across ranks
     model.gradient_checkpointing = args.grad_checkpoint
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
                 else contextlib.nullcontext)
+    gather = world.gather if args.align_gather else None
 
     out = args.out
     trainer = {"best_dev_loss": None, "best_step": None, "bad_evals": 0}
@@ -323,27 +401,32 @@ def main(argv: list[str] | None = None) -> None:
         state = find_state(out)
         if state is None:
             raise CheckpointError(f"--resume: no complete training state in {out}/state; start without --resume")
-        trainer = load_state(state, model, optimizer)
+        trainer = load_state(state, model, optimizer, world)
         start = trainer.pop("step")
-        log_lines = [l for l in (out / "log.jsonl").read_text().splitlines() if json.loads(l).get("step", 0) <= start] \
-            if (out / "log.jsonl").is_file() else []
-        atomic_write_text(out / "log.jsonl", "".join(l + "\n" for l in log_lines))
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "log.jsonl", "")
-    atomic_write_text(out / "config.json", json.dumps(
-        {"command": " ".join(sys.argv if argv is None else ["train.py", *argv]),
-         **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-         "total_steps": total, "warmup_steps": warmup, "micro_batches": kinds}, indent=1, default=str))
-
-    print(f"[train] {args.model}: {trainable_parameters(model):,} LoRA parameters (r {args.lora_r}); "
-          f"task {args.task}: {len(encoded)} train / {len(dev_task)} dev examples; alignment "
-          f"{'off' if args.no_align else f'at layer {args.align_layer}/{L}: {len(train_pairs)} pairs in {len(by_lang)} languages'}; "
-          f"{total} updates of {' + '.join(kinds)}", file=sys.stderr)
+    if world.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            log_lines = [l for l in (out / "log.jsonl").read_text().splitlines() if json.loads(l).get("step", 0) <= start] \
+                if args.resume and (out / "log.jsonl").is_file() else []
+            atomic_write_text(out / "log.jsonl", "".join(l + "\n" for l in log_lines))
+            atomic_write_text(out / "config.json", json.dumps(
+                {"command": " ".join(sys.argv if argv is None else ["train.py", *argv]),
+                 **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                 "world_size": world.size, "total_steps": total, "warmup_steps": warmup, "micro_batches": kinds},
+                indent=1, default=str))
+        except OSError as e:
+            raise CheckpointError(f"cannot write to --out {out}: {e}; choose a writable folder") from e
+        print(f"[train] {args.model}: {trainable_parameters(model):,} LoRA parameters (r {args.lora_r}); "
+              f"task {args.task}: {len(encoded)} train / {len(dev_task)} dev examples; alignment "
+              f"{'off' if args.no_align else f'at layer {args.align_layer}/{L}: {len(train_pairs)} pairs in {len(by_lang)} languages'}; "
+              f"{total} updates of {' + '.join(kinds)}" + (f" on {world.size} processes" if world.size > 1 else ""),
+              file=sys.stderr)
+        print(memory_line(model, lora_config, args, encoded, world), file=sys.stderr)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=start, desc="train", unit="step")
-    log = open(out / "log.jsonl", "a", buffering=1)
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not world.main)
+    say = bar.write if world.main else (lambda text: None)
+    log = open(out / "log.jsonl", "a", buffering=1) if world.main else None
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
         lr = inverse_sqrt_lr(step, args.lr, warmup)
@@ -355,16 +438,21 @@ def main(argv: list[str] | None = None) -> None:
             with autocast():
                 if kind == TASK:
                     batch = [encoded[i] for i in task_batch(len(encoded), args.batch_size, index, args.seed)]
-                    loss = task_loss(model, *(t.to(device) for t in collate(batch, tok.pad_id)))
+                    n_tokens = answer_tokens(collate(batch, tok.pad_id)[2])  # the global batch's
+                    loss = task_loss(model, *(t.to(device) for t in collate(world.shard(batch), tok.pad_id)),
+                                     num_tokens=n_tokens)
                 else:
-                    pairs = alignment_batch(by_lang, args.align_batch_size, index, args.seed)
+                    pairs = world.shard(alignment_batch(by_lang, args.align_batch_size, index, args.seed))
                     loss = alignment_loss(model, *encode_pairs(tok, pairs, args.align_max_length), args.align_layer,
-                                          args.temperature, args.pool, args.align_symmetric, tok.pad_id)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{kind} loss is {loss.item()} at update {step} (micro-batch {j + 1}); "
+                                          args.temperature, args.pool, args.align_symmetric, tok.pad_id,
+                                          gather) / world.size
+            value = world.sum(loss.item())  # the global batch's loss, the same on every rank
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{kind} loss is {value} at update {step} (micro-batch {j + 1}); "
                                        f"the last good checkpoint is {out / 'state'} — lower --lr or check the data")
             (loss / len(kinds)).backward()
-            losses[kind].append(loss.item())
+            losses[kind].append(value)
+        world.all_reduce_grads(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip).item()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -372,32 +460,43 @@ def main(argv: list[str] | None = None) -> None:
         for kind, name in ((TASK, "task_loss"), (ALIGN, "align_loss")):
             if losses[kind]:
                 record[name] = sum(losses[kind]) / len(losses[kind])
-        log.write(json.dumps(record) + "\n")
+        if log:
+            log.write(json.dumps(record) + "\n")
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("loss")})
         bar.update(1)
         if step % args.eval_every == 0 or step == total:
-            ev = evaluate(model, args, tok, dev_task, dev_pairs, autocast)
+            ev = evaluate(model, args, tok, dev_task, dev_pairs, autocast)  # every rank: the same full dev set
             improved = trainer["best_dev_loss"] is None or ev["dev_loss"] < trainer["best_dev_loss"]
             if improved:
                 trainer.update(best_dev_loss=ev["dev_loss"], best_step=step, bad_evals=0)
-                save_adapter(adapter_from_model(model, lora_config), out / "best")
+                if world.main:
+                    write_checkpoint("best adapter", out, lambda: save_adapter(adapter_from_model(model, lora_config),
+                                                                               out / "best"))
             else:
                 trainer["bad_evals"] += 1
-            log.write(json.dumps({"step": step, "eval": True, **ev, "improved": improved}) + "\n")
-            bar.write(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
-            save_state(out, model, optimizer, step, trainer)
+            if log:
+                log.write(json.dumps({"step": step, "eval": True, **ev, "improved": improved}) + "\n")
+            say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+            write_checkpoint("training state", out, lambda: save_state(out, model, optimizer, step, trainer, world))
             if trainer["bad_evals"] >= args.patience:
-                bar.write(f"[train] early stop: {args.patience} evaluations without improvement")
+                say(f"[train] early stop: {args.patience} evaluations without improvement")
                 break
     bar.close()
+    if not world.main:
+        return
     log.close()
-    save_adapter(adapter_from_model(model, lora_config), out / "last")
+    write_checkpoint("last adapter", out, lambda: save_adapter(adapter_from_model(model, lora_config), out / "last"))
     print(f"[train] done in {time.perf_counter() - t0:.0f} s; best dev loss {trainer['best_dev_loss']:.4f} at "
           f"step {trainer['best_step']}; adapters in {out}/best and {out}/last", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """main() with the errors a user can fix printed as one line and exit status 1."""
     try:
-        main()
+        main(argv)
     except (AdapterError, CheckpointError, DataError, TrainingDiverged) as e:
         sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -10,9 +10,11 @@ Workloads (issue: benchmarks against the peer):
   task      LoRA task training step (forward + backward + AdamW, r 8 on all 7 projections), batch 8 × 128
             tokens, loss on the last 64 tokens of each row (the answer)
   align     alignment step at the middle layer, 32 pairs of real UDHR sentences; the peer runs the full
-            model with output_hidden_states=True, as the official code does
+            model with output_hidden_states=True, as the official code does (but with logits_to_keep=1:
+            with logits at every position, as in the official code, it is OOM-killed at 24 GB)
   generate  greedy generation, batch 8 prompts, 64 new tokens
-  retrieve  embeddings of every layer for 64 real UDHR sentences (length-sorted batches of 16 for both)
+  retrieve  embeddings of every layer for 64 real UDHR sentences (length-sorted batches of 16 for both; the
+            peer with logits_to_keep=1)
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ def workload_fn(name: str, impl: str, model, folder, device):
                     loss = alignment_loss(model, src, en, layer, 0.1, "mean", False, tok.pad_id)
                 else:
                     ids, mask = left_pad(src + en, tok.pad_id, device)
-                    hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+                    # logits_to_keep=1 spares the peer the LM head over every position, which the official
+                    # code computes (and which OOM-kills this 24 GB machine at 32 pairs): a generous peer.
+                    hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                               logits_to_keep=1).hidden_states[layer]
                     pooled = mean_pool(hs, mask)
                     loss = contrastive_loss(pooled[:32], pooled[32:], 0.1)
             loss.backward()
@@ -160,7 +165,8 @@ def workload_fn(name: str, impl: str, model, folder, device):
                 else:
                     for batch in length_sorted_batches([len(t) for t in ids], 16):
                         x, mask = left_pad([ids[i] for i in batch], tok.pad_id, device)
-                        hs = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states
+                        hs = model(input_ids=x, attention_mask=mask, output_hidden_states=True,
+                                   logits_to_keep=1).hidden_states  # no LM head over every position
                         [mean_pool(h, mask) for h in hs]
             return len(sentences)
         return step, "sentences"

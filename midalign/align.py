@@ -14,6 +14,8 @@ batch's English sentences t), or symmetric (the mean of both directions).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -73,11 +75,17 @@ def pooled_states(model, token_ids: list[list[int]], layer: int, pool: str = "me
 
 
 def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], layer: int, temperature: float,
-                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0) -> Tensor:
+                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0,
+                   gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Contrastive loss at decoder layer `layer` for n translation pairs (tokenised raw sentences).
 
     The non-English side is the anchor (official code); `symmetric` averages both directions.
+    gather: under data parallelism, concatenates the pooled sentences of all ranks so that the
+    negatives are the whole global batch (midalign.distributed.World.gather).
     """
     pooled = pooled_states(model, list(src_ids) + list(en_ids), layer, pool, pad_id)  # (2n, d)
     n = len(src_ids)
-    return contrastive_loss(pooled[:n], pooled[n:], temperature, symmetric)
+    src, en = pooled[:n], pooled[n:]
+    if gather is not None:
+        src, en = gather(src), gather(en)
+    return contrastive_loss(src, en, temperature, symmetric)

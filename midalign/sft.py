@@ -43,11 +43,22 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Tens
     return ids, mask, labels
 
 
-def task_loss(model, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy over answer tokens; logits computed only where a label follows."""
+def answer_tokens(labels: Tensor) -> int:
+    """Positions with a loss in `labels` (B, T): answer tokens that have a predecessor."""
+    return int((labels[:, 1:] != IGNORE).sum())
+
+
+def task_loss(model, ids: Tensor, mask: Tensor, labels: Tensor, num_tokens: int | None = None) -> Tensor:
+    """Mean cross-entropy over answer tokens; logits computed only where a label follows.
+
+    num_tokens: divide the summed loss by this count instead (a data-parallel rank passes the global
+    batch's count, so that the ranks' losses add up to the global mean).
+    """
     out = model(ids, mask, logits_to_keep=None)  # (B, T, d) final hidden states, no head yet
     targets = labels[:, 1:]
     keep = targets != IGNORE  # position t predicts token t + 1
     hidden = out.last_hidden_state[:, :-1][keep]  # (n_answer_tokens, d)
     logits = model.lm_head(hidden).float()
-    return F.cross_entropy(logits, targets[keep])
+    if num_tokens is None:
+        return F.cross_entropy(logits, targets[keep])
+    return F.cross_entropy(logits, targets[keep], reduction="sum") / num_tokens

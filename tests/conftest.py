@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from multilingual import UDHR_ARTICLE_1
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
@@ -57,7 +59,6 @@ def write_tiny_chat_checkpoint(folder: Path, model_type: str = "llama") -> Path:
     """A tiny random model with a real byte-level BPE tokenizer (trained here on UDHR text) and ChatML."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from multilingual import UDHR_ARTICLE_1
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -76,3 +77,21 @@ def write_tiny_chat_checkpoint(folder: Path, model_type: str = "llama") -> Path:
 @pytest.fixture(scope="session")
 def tiny_chat_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_chat_checkpoint(tmp_path_factory.mktemp("tiny-chat"))
+
+
+def write_tiny_data(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    en = UDHR_ARTICLE_1["en"]
+    rows = [{"translation": {"de": f"{UDHR_ARTICLE_1['de']} {i}", "en": f"{en} {i}"}} for i in range(8)]
+    (folder / "train.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    (folder / "dev.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:3]))
+    pairs = [f"{lang}\t{text} {i}\t{en} {i}" for i in range(6) for lang, text in UDHR_ARTICLE_1.items() if lang != "en"]
+    (folder / "pairs.tsv").write_text("\n".join(pairs))
+    return {"train": folder / "train.de-en.jsonl", "dev": folder / "dev.de-en.jsonl", "pairs": folder / "pairs.tsv"}
+
+
+def tiny_args(checkpoint: Path, data: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["--model", str(checkpoint), "--train-data", str(data["train"]), "--dev-data", str(data["dev"]),
+            "--align-data", str(data["pairs"]), "--align-dev-data", str(data["pairs"]), "--align-layer", "2",
+            "--batch-size", "2", "--align-batch-size", "4", "--grad-accum", "2", "--max-steps", "6",
+            "--eval-every", "2", "--patience", "100", "--out", str(out), *extra]

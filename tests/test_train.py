@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import hf_model
+from conftest import hf_model, tiny_args, write_tiny_data
 from midalign.align import alignment_loss, contrastive_loss
 from midalign.checkpoint import load_model
 from midalign.data.tasks import Pair, slots_from_annotation
 from midalign.lora import LoRAConfig, apply_lora
 from midalign.schedule import alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import collate, task_loss
-from multilingual import UDHR_ARTICLE_1
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
@@ -105,53 +104,6 @@ def test_task_loss_equals_transformers_loss_on_answer_tokens(tiny_chat_checkpoin
         ours = task_loss(model, ids, mask, labels)
         theirs = hf_model(tiny_chat_checkpoint)(input_ids=ids, attention_mask=mask, labels=labels).loss
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-
-
-def write_tiny_data(folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    en = UDHR_ARTICLE_1["en"]
-    rows = [{"translation": {"de": f"{UDHR_ARTICLE_1['de']} {i}", "en": f"{en} {i}"}} for i in range(8)]
-    (folder / "train.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    (folder / "dev.de-en.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:3]))
-    pairs = [f"{lang}\t{text} {i}\t{en} {i}" for i in range(6) for lang, text in UDHR_ARTICLE_1.items() if lang != "en"]
-    (folder / "pairs.tsv").write_text("\n".join(pairs))
-    return {"train": folder / "train.de-en.jsonl", "dev": folder / "dev.de-en.jsonl", "pairs": folder / "pairs.tsv"}
-
-
-def tiny_args(checkpoint: Path, data: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["--model", str(checkpoint), "--train-data", str(data["train"]), "--dev-data", str(data["dev"]),
-            "--align-data", str(data["pairs"]), "--align-dev-data", str(data["pairs"]), "--align-layer", "2",
-            "--batch-size", "2", "--align-batch-size", "4", "--grad-accum", "2", "--max-steps", "6",
-            "--eval-every", "2", "--patience", "100", "--out", str(out), *extra]
-
-
-def test_interrupted_then_resumed_training_equals_uninterrupted(tiny_chat_checkpoint, tmp_path, monkeypatch):
-    import train
-
-    data = write_tiny_data(tmp_path / "data")
-    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "full"))
-
-    real_save = train.save_state
-
-    def save_then_die(out, model, optimizer, step, trainer):
-        real_save(out, model, optimizer, step, trainer)
-        if step == 4:
-            raise KeyboardInterrupt  # killed right after the checkpoint of update 4
-
-    monkeypatch.setattr(train, "save_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "resumed"))
-    monkeypatch.setattr(train, "save_state", real_save)
-    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "resumed", "--resume"))
-
-    from safetensors.torch import load_file
-    for which in ("last", "best"):
-        a = load_file(tmp_path / "full" / which / "adapter_model.safetensors")
-        b = load_file(tmp_path / "resumed" / which / "adapter_model.safetensors")
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), which
-    log = lambda p: [json.loads(l) for l in (p / "log.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
-    assert strip(log(tmp_path / "full")) == strip(log(tmp_path / "resumed"))
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:

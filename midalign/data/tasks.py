@@ -25,7 +25,6 @@ SLOT_SYSTEM = ("Given a command from the user, a voice assistant will extract en
                "a predefined list of entity types.")
 MT_SYSTEM = "Translate the following sentences from {src} to {tgt}."
 SLOT_PATTERN = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]")
-MASSIVE_URL = "https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
 
 
 @dataclass(frozen=True)

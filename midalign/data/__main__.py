@@ -1,0 +1,36 @@
+"""python -m midalign.data list | fetch NAME… [--langs …] [--data-dir DIR] (see midalign/data/sources.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from midalign.data import sources
+from midalign.data.udhr import DataError
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m midalign.data", description=sources.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the datasets, their licences and where they come from")
+    f = sub.add_parser("fetch", help="download and prepare datasets")
+    f.add_argument("names", nargs="+", choices=sorted(sources.SOURCES))
+    f.add_argument("--langs", nargs="+", help="tatoeba/alma: languages paired with English (default: the paper's)")
+    f.add_argument("--data-dir", type=Path, help="root folder (default: $MIDALIGN_CACHE/datasets)")
+    args = p.parse_args(argv)
+    if args.command == "list":
+        for s in sources.SOURCES.values():
+            print(f"{s.name:8s} {s.licence}\n         {s.citation}")
+        return
+    for name in args.names:
+        for folder in sources.ensure(name, args.data_dir, args.langs):
+            print(f"{name}: {folder}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,77 @@
+"""The paper's three experiments (Table 1; REFERENCE.md §8) as data files, fetched on first use.
+
+`train.py --experiment slot|mt|json` and `evaluate.py --experiment …` read their languages and files
+from here; `python train.py` without an experiment keeps the offline UDHR default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from midalign.data.sources import ensure
+from midalign.data.udhr import DataError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    task: str  # train.py --task
+    train_langs: list[str]
+    test_langs: list[str]  # supervised languages first, then the transfer languages
+    align_langs: list[str]
+    mt_direction: str = "to-en"
+
+    def train_files(self, data_dir: Path | None) -> tuple[list[Path], list[Path], list[Path]]:
+        """(task train files, task dev files, alignment pair files)."""
+        if self.task == "slot":
+            massive = _massive(data_dir, self.train_langs)
+            return massive, massive, _tatoeba(data_dir, self.align_langs)
+        if self.task == "json":
+            uner = ensure("uner", data_dir)[0]
+            return (_existing([uner / f"train.{l}.jsonl" for l in self.train_langs]),
+                    _existing([uner / f"validation.{l}.jsonl" for l in self.train_langs]),
+                    _tatoeba(data_dir, self.align_langs))
+        alma = ensure("alma", data_dir, self.train_langs)
+        return ([f / f"train.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)],
+                [f / f"valid.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)],
+                [f / "pairs.tsv" for f in alma])
+
+    def test_files(self, data_dir: Path | None) -> list[Path]:
+        if self.task == "slot":
+            return _massive(data_dir, self.test_langs)
+        if self.task == "json":
+            return _existing([ensure("uner", data_dir)[0] / f"test.{l}.jsonl" for l in self.test_langs])
+        wmt = ensure("wmt23", data_dir)[0]
+        return sorted(f for f in wmt.glob("test.*.jsonl") if set(f.name.split(".")[1].split("-")) - {"en"} <= set(self.test_langs))
+
+
+def _existing(paths: list[Path]) -> list[Path]:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"the prepared data lacks {', '.join(map(str, missing))}; delete {missing[0].parent} "
+                        f"to fetch it again")
+    return paths
+
+
+def _massive(data_dir: Path | None, langs: list[str]) -> list[Path]:
+    folder = ensure("massive", data_dir)[0]
+    files = [f for l in langs for f in sorted(folder.glob(f"{l}-*.jsonl"))]
+    missing = set(langs) - {f.name.split("-")[0] for f in files}
+    if missing:
+        raise DataError(f"{folder}: no MASSIVE locale file for {', '.join(sorted(missing))} (e.g. de-DE.jsonl); "
+                        f"delete {folder} to fetch it again")
+    return files
+
+
+def _tatoeba(data_dir: Path | None, langs: list[str]) -> list[Path]:
+    return [f / f"{l}-en.tsv" for f, l in zip(ensure("tatoeba", data_dir, langs), langs)]
+
+
+EXPERIMENTS = {
+    "slot": Experiment("slot", ["ar", "en", "es", "ru", "zh"],
+                       ["ar", "en", "es", "ru", "zh", "af", "az", "cy", "de", "el", "fr", "hi", "is", "ja", "jv",
+                        "sw", "th", "tl", "tr", "ur"], ["cy", "jv", "ja", "sw", "tl"]),
+    "mt": Experiment("mt", ["cs", "de", "is", "ru", "zh"], ["cs", "de", "is", "ru", "zh", "he", "ja", "uk"],
+                     ["cs", "de", "is", "ru", "zh"], mt_direction="both"),
+    "json": Experiment("json", ["en", "pt", "zh"], ["en", "pt", "zh", "da", "hr", "sk", "sr", "sv"], ["da", "sv"]),
+}

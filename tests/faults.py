@@ -1,0 +1,68 @@
+"""Run train.py with one injected fault (used by test_reliability.py in a subprocess).
+
+    python tests/faults.py POINT train.py-arguments…
+
+POINT:
+  kill-mid-step    SIGKILL during update 5 (after the checkpoint of update 4)
+  kill-in-save     SIGKILL inside the second training-state write (after its optimizer file)
+  kill-in-rename   SIGKILL between moving the old state aside and renaming the new one into place
+  nan-task         the task loss of update 3 is NaN
+"""
+
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+import train  # noqa: E402
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject(point: str) -> None:
+    if point == "kill-mid-step":
+        real_lr = train.inverse_sqrt_lr
+        train.inverse_sqrt_lr = lambda step, *a: die() if step == 5 else real_lr(step, *a)
+    elif point == "kill-in-save":
+        real_save, saves = torch.save, []
+
+        def save(obj, f, *a, **k):
+            real_save(obj, f, *a, **k)
+            if Path(f).name == "optimizer.pt":
+                saves.append(f)
+                if len(saves) == 2:
+                    die()
+        train.torch.save = save
+    elif point == "kill-in-rename":
+        real_replace = os.replace
+
+        def replace(src, dst):
+            real_replace(src, dst)
+            if Path(dst).name.startswith(".state.old-"):
+                die()
+        os.replace = replace
+    elif point == "nan-task":
+        real_loss, calls = train.task_loss, []
+
+        def task_loss(model, *a, **k):
+            loss = real_loss(model, *a, **k)
+            if model.training:
+                calls.append(1)
+                if len(calls) == 3:  # one task micro-batch per update in the tests' settings
+                    return loss * math.nan
+            return loss
+        train.task_loss = task_loss
+    else:
+        sys.exit(f"unknown fault {point}")
+
+
+if __name__ == "__main__":
+    inject(sys.argv[1])
+    train.cli(sys.argv[2:])

@@ -1,0 +1,77 @@
+"""The bad-input matrix of docs/reliability.md: each bad input stops with file/line/key and the fix,
+before anything is written (issue: reliability and scale)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_args, write_tiny_data
+from midalign.data.tasks import load_massive, load_pairs, load_parallel_jsonl, load_uner
+from midalign.data.udhr import DataError, Version, resolve_versions
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))
+
+MASSIVE_ROW = '{"locale": "de-DE", "partition": "train", "utt": "weck mich", "annot_utt": "weck mich"}'
+
+
+@pytest.mark.parametrize("name, text, load, message", [
+    ("m.jsonl", MASSIVE_ROW + "\n{\"locale\": \"de-DE\",\n", load_massive, r"m.jsonl:2: not valid JSON"),
+    ("m.jsonl", MASSIVE_ROW.replace('"utt"', '"text"'), load_massive, r"m.jsonl:1: missing field 'utt'"),
+    ("m.jsonl", MASSIVE_ROW + '\n["a list"]', load_massive, r"m.jsonl:2: expected a JSON object"),
+    ("m.jsonl", "\n\n", load_massive, r"m.jsonl: file is empty"),
+    ("m.jsonl", MASSIVE_ROW.replace("weck mich\"}", "[time : fünf\"}"), load_massive, r"m.jsonl:1: unbalanced brackets"),
+    ("u.jsonl", '{"inputs": "x"}', load_uner, r"u.jsonl:1: missing field 'targets'"),
+    ("u.jsonl", '{"inputs": "x", "targets": 3}', load_uner, r"u.jsonl:1: field 'targets' must be str"),
+    ("a.jsonl", '{"translation": {"de": "Hallo"}}', lambda p: load_parallel_jsonl(p, "de", "en"),
+     r"a.jsonl:1: translation has no 'en' sentence \(keys: de\)"),
+    ("p.tsv", "", load_pairs, r"p.tsv: file is empty"),
+    ("p.tsv", "de\tHallo\tHello\nde\tHallo Hello\n", load_pairs, r"p.tsv:2: expected 3 tab-separated fields"),
+    ("p.jsonl", '{"lang": "de", "text": "Hallo"}', load_pairs, r"p.jsonl:1: missing field 'en'"),
+])
+def test_data_file_errors_name_file_line_and_key(tmp_path, name, text, load, message):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load(path)
+
+
+def test_missing_file_and_unknown_language_code(tmp_path):
+    with pytest.raises(DataError, match=r"nothere.jsonl: file not found"):
+        load_massive(tmp_path / "nothere.jsonl")
+    versions = {"eng": Version("eng", "en", "English", {}), "deu_1996": Version("deu_1996", "de", "German", {})}
+    assert resolve_versions(["de"], versions) == {"de": "deu_1996"}
+    with pytest.raises(DataError, match=r"unknown UDHR language 'xx': use an ISO 639-1 code of af, ar"):
+        resolve_versions(["xx"], versions)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--align-layer", "0"), "--align-layer 0 is out of range: this model has decoder layers 1..4"),
+    (("--align-layer", "5"), "--align-layer 5 is out of range"),
+    (("--align-langs", "de", "xx"), "no alignment pairs for xx: add them to --align-data or drop them from --align-langs"),
+    (("--task", "none", "--no-align"), "--task none with --no-align leaves nothing to train"),
+    (("--task", "slot", "--train-data", "{data}/train.de-en.jsonl"), "missing field 'locale'"),
+])
+def test_train_rejects_bad_settings_before_writing_anything(tiny_chat_checkpoint, tmp_path, extra, message):
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    args = tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "1", *(e.format(data=tmp_path / "data") for e in extra))
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        train.main(args)
+    assert not out.exists(), "nothing is written for a run that cannot start"
+
+
+def test_cli_error_is_one_line_and_exit_status_1(tiny_chat_checkpoint, tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    (tmp_path / "empty.tsv").write_text("")
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"),
+                          *tiny_args(tiny_chat_checkpoint, {**data, "pairs": tmp_path / "empty.tsv"}, tmp_path / "run")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1 and res.stderr.strip() == f"error: {tmp_path / 'empty.tsv'}: file is empty"
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()

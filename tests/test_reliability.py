@@ -1,0 +1,186 @@
+"""Crash safety, failed writes, diverging losses and the security rules (issue: reliability and scale).
+
+Each fault runs train.py in a subprocess through tests/faults.py: a real SIGKILL, not an exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_args, write_tiny_data
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "tests" / "faults.py"), fault, *args] if fault else \
+        [sys.executable, str(ROOT / "train.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def adapters_equal(a: Path, b: Path) -> bool:
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_chat_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("full")
+    data = write_tiny_data(folder / "data")
+    res = run(*tiny_args(tiny_chat_checkpoint, data, folder / "run"))
+    assert res.returncode == 0, res.stderr
+    return data, folder / "run"
+
+
+@pytest.mark.parametrize("fault", ["kill-mid-step", "kill-in-save", "kill-in-rename"])
+def test_sigkill_then_resume_equals_the_uninterrupted_run_bit_for_bit(fault, tiny_chat_checkpoint, uninterrupted, tmp_path):
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out), fault=fault)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    if fault == "kill-in-rename":
+        assert not (out / "state").exists() and list(out.glob(".state.old-*"))  # only the previous copy is complete
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+    assert res.returncode == 0, res.stderr
+    assert adapters_equal(full / "last", out / "last") and adapters_equal(full / "best", out / "best")
+    assert log_rows(full) == log_rows(out)
+    assert not list(out.glob(".state.*")), "stale temporary copies are removed after a successful save"
+
+
+def test_nan_loss_stops_naming_step_and_objective_and_keeps_the_last_good_checkpoint(tiny_chat_checkpoint, uninterrupted, tmp_path):
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out), fault="nan-task")
+    assert res.returncode == 1
+    assert "error: task loss is nan at update 3 (micro-batch 1)" in res.stderr and str(out / "state") in res.stderr
+    assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
+    state = load_file(out / "state" / "lora.safetensors")  # the checkpoint of update 2 loads and is finite
+    assert all(torch.isfinite(t).all() for t in state.values())
+    assert [r["step"] for r in log_rows(out) if "eval" not in r] == [1, 2]
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    real_save_file, calls = train.save_file, []
+
+    def save_file(tensors, path):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: write part of the file, then the disk is full
+            Path(path).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save_file(tensors, path)
+
+    monkeypatch.setattr(train, "save_file", save_file)
+    with pytest.raises(train.CheckpointError, match="No space left on device.*the previous training state is intact"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out))
+    assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
+    assert load_file(out / "state" / "lora.safetensors").keys()  # intact, loadable
+    assert not list(out.glob(".state.tmp-*")), "the half-written copy is removed"
+
+
+def test_unwritable_output_folder_is_a_clear_error(tiny_chat_checkpoint, tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    (tmp_path / "file").write_text("not a folder")
+    res = run(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "file" / "run"))
+    assert res.returncode == 1 and "error: cannot write to --out" in res.stderr and "writable folder" in res.stderr
+
+
+def test_resume_without_a_state_is_a_clear_error(tiny_chat_checkpoint, tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    res = run(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "run", "--resume"))
+    assert res.returncode == 1 and "no complete training state" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------- security
+
+class _Exploit:
+    """A pickle that runs code when loaded with the full unpickler."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_training_state_is_loaded_without_running_pickled_code(tiny_chat_checkpoint, uninterrupted, tmp_path):
+    import shutil
+
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(full, out)
+    marker = tmp_path / "pwned"
+    (out / "state" / "optimizer.pt").write_bytes(pickle.dumps({"state": _Exploit(marker)}))
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+    assert res.returncode != 0 and "Weights only load failed" in res.stderr
+    assert not marker.exists()
+
+
+def test_chat_template_runs_in_the_sandbox(tiny_chat_checkpoint, tmp_path):
+    import shutil
+
+    from midalign.tokenizer import ChatTokenizer, TokenizerError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_chat_checkpoint, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(TokenizerError, match="access to attribute '__class__' of 'str' object is unsafe"):
+        ChatTokenizer(folder).render_chat([{"role": "user", "content": "hi"}])
+
+
+def test_checkpoint_code_and_pickles_are_never_used(tiny_chat_checkpoint, tmp_path):
+    import shutil
+
+    from midalign.checkpoint import CheckpointError, load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_chat_checkpoint, folder)
+    marker = tmp_path / "pwned"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('code ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    load_model(folder, device="cpu")  # remote code is ignored: the architecture comes from model_type
+    assert not marker.exists()
+
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    torch.save({"model.embed_tokens.weight": _Exploit(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_model(folder, device="cpu")
+    assert not marker.exists()
+
+
+def test_resume_with_another_process_count_is_refused(tiny_chat_checkpoint, uninterrupted, tmp_path):
+    import shutil
+
+    import train
+
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(full, out)
+    trainer = json.loads((out / "state" / "trainer.json").read_text())
+    (out / "state" / "trainer.json").write_text(json.dumps({**trainer, "world_size": 2}))
+    with pytest.raises(train.CheckpointError, match="resume with the same torchrun --nproc_per_node"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
