@@ -437,7 +437,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
             index = (step - 1) * kinds.count(kind) + kinds[:j].count(kind)  # this objective's micro-batch number
             with autocast():
                 if kind == TASK:
-                    batch = [encoded[i] for i in task_batch(len(encoded), args.batch_size, index, args.seed)]
+                    chosen = task_batch(len(encoded), args.batch_size, index, args.seed)
+                    batch = world.trim([encoded[i] for i in chosen])
                     n_tokens = answer_tokens(collate(batch, tok.pad_id)[2])  # the global batch's
                     loss = task_loss(model, *(t.to(device) for t in collate(world.shard(batch), tok.pad_id)),
                                      num_tokens=n_tokens)

@@ -39,9 +39,17 @@ class World:
         """The rank that writes files and prints."""
         return self.rank == 0
 
+    def trim(self, items: list) -> list:
+        """A global micro-batch cut to a multiple of the world size, so that every rank gets as many
+        items (a short alignment batch — too few distinct English sentences — or a task set smaller
+        than the batch); unchanged in one process."""
+        if len(items) < self.size:
+            raise ValueError(f"a micro-batch of {len(items)} cannot be split over {self.size} processes")
+        return items[:len(items) - len(items) % self.size]
+
     def shard(self, items: list) -> list:
-        """This rank's slice of a global micro-batch."""
-        return items[self.rank::self.size]
+        """This rank's slice of a (trimmed) global micro-batch."""
+        return self.trim(items)[self.rank::self.size]
 
     def sum(self, value: float) -> float:
         """Sum of a Python float over ranks (the identity in one process)."""

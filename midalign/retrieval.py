@@ -67,7 +67,7 @@ def embed_layers(model: CausalLM, token_ids: Sequence[Sequence[int]], layers: Se
     out = {p: torch.empty(len(layers), len(token_ids), model.config.hidden_size) for p in pools}
     for batch in length_sorted_batches([len(t) for t in token_ids], batch_size):
         ids, mask = left_pad([token_ids[i] for i in batch], pad_id, device)
-        hidden = model(ids, mask, output_hidden_states=layers, stop_after_layer=last).hidden_states
+        hidden = model(ids, mask, output_hidden_states=layers, stop_after_layer=last, logits_to_keep=None).hidden_states
         for pool in pools:
             for li, layer in enumerate(layers):
                 out[pool][li, batch] = mean_pool(hidden[layer], mask, skip_first=pool == "mean-skip-first").cpu()

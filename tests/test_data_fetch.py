@@ -17,6 +17,7 @@ import pytest
 
 from conftest import tiny_args, write_tiny_data
 from midalign.data import sources
+from midalign.data.experiments import EXPERIMENTS, MASSIVE_LOCALES
 from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner
 from midalign.data.udhr import DataError
 
@@ -80,7 +81,7 @@ MASSIVE = {f"1.1/data/{loc}.jsonl": "\n".join([
     massive_row(loc, "train", "wake me up at five am", "wake me up at [time : five am]"),
     massive_row(loc, "dev", "olly quiet", "olly quiet"),
     massive_row(loc, "test", "set an alarm for monday", "set an alarm for [date : monday]")]) + "\n"
-    for loc in ["ar-SA", "en-US", "es-ES", "ru-RU", "zh-CN", "de-DE"]}
+    for loc in [*MASSIVE_LOCALES.values(), "zh-TW"]}
 MASSIVE["1.1/LICENSE"] = "CC BY 4.0"
 TATOEBA_LINES = [("Bore da.", "Good morning."), ("", "Empty."), ("Diolch. Hwyl!", "Thanks. Bye!"),
                  ("Rwy'n hoffi te.", "I like tea."), ("Mae'n braf.", "It is nice.")]
@@ -144,7 +145,7 @@ def publisher(monkeypatch, tmp_path):
 def test_each_dataset_becomes_files_the_loaders_read(publisher, capsys):
     root = publisher
     [massive] = sources.ensure("massive", root, progress=False)
-    assert sorted(p.name for p in massive.glob("*.jsonl"))[:2] == ["ar-SA.jsonl", "de-DE.jsonl"]
+    assert sorted(p.name for p in massive.glob("*.jsonl"))[:3] == ["af-ZA.jsonl", "ar-SA.jsonl", "az-AZ.jsonl"]
     assert [ex.answer for ex in load_massive(massive / "de-DE.jsonl", "train")] == ["time: five am"]
     assert "CC BY 4.0" in capsys.readouterr().err  # licence and citation on first use
 
@@ -236,3 +237,29 @@ def test_slot_experiment_is_one_command(publisher, tiny_chat_checkpoint, tmp_pat
     assert sorted(Path(p).name for p in config["align_data"]) == ["cy-en.tsv", "ja-en.tsv", "jv-en.tsv", "sw-en.tsv", "tl-en.tsv"]
     assert config["preset"] is None and config["epochs"] == 5 and config["pool"] == "mean"  # the paper preset
     assert (out / "last" / "adapter_model.safetensors").is_file()
+
+
+def test_mt_and_json_experiments_select_the_papers_files(publisher):
+    train, dev, pairs = EXPERIMENTS["mt"].train_files(publisher)
+    assert [p.name for p in train] == [f"train.{x}-en.jsonl" for x in ["cs", "de", "is", "ru", "zh"]]
+    assert [p.name for p in dev] == [f"valid.{x}-en.jsonl" for x in ["cs", "de", "is", "ru", "zh"]]
+    assert load_pairs(pairs[1])[2] == Pair("de", "de sentence 2", "English sentence 2")  # aligned on its own pairs
+    assert [p.name for p in EXPERIMENTS["mt"].test_files(publisher)] == ["test.de-en.jsonl"]
+    train, dev, pairs = EXPERIMENTS["json"].train_files(publisher)
+    assert [p.name for p in train] == ["train.en.jsonl", "train.pt.jsonl", "train.zh.jsonl"]
+    assert [p.name for p in pairs] == ["da-en.tsv", "sv-en.tsv"]
+    with pytest.raises(DataError, match=r"lacks .*test.hr.jsonl"):  # the served parquet has no Croatian
+        EXPERIMENTS["json"].test_files(publisher)
+
+
+def test_evaluate_experiment_groups_supervised_aligned_and_transfer(publisher, tiny_chat_checkpoint, tmp_path):
+    import evaluate
+
+    out = tmp_path / "eval"
+    evaluate.main(["--experiment", "slot", "--data-dir", str(publisher), "--model", str(tiny_chat_checkpoint),
+                   "--max-new-tokens", "4", "--out", str(out)])
+    scores = json.loads((out / "scores.json").read_text())
+    assert sorted(scores["per_language"]) == sorted(EXPERIMENTS["slot"].test_langs)  # zh = zh-CN only
+    assert scores["n_examples"] == 20  # one test utterance per locale
+    assert scores["group_members"] == {"supervised": ["ar", "en", "es", "ru", "zh"], "aligned": ["cy", "jv", "ja", "sw", "tl"],
+                                       "transfer": ["af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur"]}

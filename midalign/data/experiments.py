@@ -54,19 +54,22 @@ def _existing(paths: list[Path]) -> list[Path]:
 
 
 def _massive(data_dir: Path | None, langs: list[str]) -> list[Path]:
+    unknown = [l for l in langs if l not in MASSIVE_LOCALES]
+    if unknown:
+        raise DataError(f"no MASSIVE locale chosen for {', '.join(unknown)}; known: {', '.join(MASSIVE_LOCALES)}")
     folder = ensure("massive", data_dir)[0]
-    files = [f for l in langs for f in sorted(folder.glob(f"{l}-*.jsonl"))]
-    missing = set(langs) - {f.name.split("-")[0] for f in files}
-    if missing:
-        raise DataError(f"{folder}: no MASSIVE locale file for {', '.join(sorted(missing))} (e.g. de-DE.jsonl); "
-                        f"delete {folder} to fetch it again")
-    return files
+    return _existing([folder / f"{MASSIVE_LOCALES[l]}.jsonl" for l in langs])
 
 
 def _tatoeba(data_dir: Path | None, langs: list[str]) -> list[Path]:
     return [f / f"{l}-en.tsv" for f, l in zip(ensure("tatoeba", data_dir, langs), langs)]
 
 
+# MASSIVE locale of each language the paper uses (zh: Simplified, not zh-TW).
+MASSIVE_LOCALES = {"ar": "ar-SA", "en": "en-US", "es": "es-ES", "ru": "ru-RU", "zh": "zh-CN", "af": "af-ZA",
+                   "az": "az-AZ", "cy": "cy-GB", "de": "de-DE", "el": "el-GR", "fr": "fr-FR", "hi": "hi-IN",
+                   "is": "is-IS", "ja": "ja-JP", "jv": "jv-ID", "sw": "sw-KE", "th": "th-TH", "tl": "tl-PH",
+                   "tr": "tr-TR", "ur": "ur-PK"}
 EXPERIMENTS = {
     "slot": Experiment("slot", ["ar", "en", "es", "ru", "zh"],
                        ["ar", "en", "es", "ru", "zh", "af", "az", "cy", "de", "el", "fr", "hi", "is", "ja", "jv",
