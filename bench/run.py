@@ -235,7 +235,9 @@ def main() -> None:
             print(f"{workload:9s} {impl:9s} median {med:7.2f} s  {result[impl]['units'] / med:8.1f} "
                   f"{result[impl]['unit']}/s  peak {result[impl]['peak_mb']:7.0f} MB", flush=True)
         rows.append((workload, result))
-    atomic_write_text(args.out, results_table(rows, args))
+    # A hand-written "## Analysis" section (profiles, misses) below the table survives re-runs.
+    kept = args.out.read_text().partition("\n## Analysis")[1:] if args.out.is_file() else ("", "")
+    atomic_write_text(args.out, results_table(rows, args) + "".join(kept))
     print(f"wrote {args.out}")
 
 
