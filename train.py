@@ -365,7 +365,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
         if size % world.size:
             raise DataError(f"{flag} {size} is the global batch and must be divisible by the {world.size} processes")
 
-    apply_experiment(args)
+    world.main_first(lambda: apply_experiment(args))  # rank 0 downloads, the others then verify
     train_task, dev_task_examples = task_data(args)
     train_pairs, dev_pairs = align_data(args)
     if args.task != "none" and not train_task:

@@ -75,6 +75,14 @@ class World:
         """Concatenate `x` (same shape on every rank) over ranks along dim 0, with gradients flowing back."""
         return x if self.size == 1 else _Gather.apply(x)
 
+    def main_first(self, fn):
+        """fn() on rank 0, then on the other ranks — for work with a shared side effect such as a
+        download: the other ranks find it done instead of writing the same files at the same time."""
+        out = fn() if self.main else None
+        if self.size > 1:
+            dist.barrier()
+        return out if self.main else fn()
+
     def gather_objects(self, obj) -> list:
         if self.size == 1:
             return [obj]
