@@ -26,7 +26,7 @@ from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Example, Pair, load_massive, load_parallel_jsonl, load_uner, mt_examples
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 from midalign.generate import generate
 from midalign.io import atomic_write_text
 from midalign.metrics import json_f1, mt_scores, slot_f1
@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="language groups to average (default UDHR: supervised=de,es,fr,ru,zh; the rest 'transfer')")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
     p.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512 (UDHR 128), json 512")
+    p.add_argument("--mt-test", choices=["wmt23", "wmt23-hub"], default="wmt23",
+                   help="--experiment mt: the WMT23 release (no cs→en, is↔en) or the official evaluation's hub copy")
+    p.add_argument("--no-default-template", action="store_true",
+                   help="Llama 3: the template the released official adapters were trained with (no "
+                        "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
     p.add_argument("--comet-python", type=Path,
                    help="python of a separate environment with unbabel-comet, for COMET-22 (mt)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
@@ -96,10 +101,11 @@ def test_examples(args) -> list[Example]:
     return out
 
 
-def score_language(task: str, examples: list[Example], predictions: list[str]) -> dict:
+def score_unit(task: str, examples: list[Example], predictions: list[str]) -> dict:
+    """The task's scores for one language (one direction for MT)."""
     lang = examples[0].lang
     if task == "slot":
-        return slot_f1([ex.annot for ex in examples], predictions, lang)
+        return slot_f1([ex.user for ex in examples], [ex.annot for ex in examples], predictions, lang)
     if task == "json":
         return json_f1([ex.answer for ex in examples], predictions)
     return mt_scores(predictions, [ex.answer for ex in examples], examples[0].target)
@@ -126,20 +132,28 @@ def comet_scores(examples: list[Example], predictions: list[str], python: Path |
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def group_averages(per_language: dict[str, dict], groups: dict[str, list[str]], metric: str) -> dict[str, float]:
+def group_units(groups: dict[str, list[str]], units: list[str]) -> dict[str, list[str]]:
+    """Language groups → the scored units in each; MT groups split by direction (X→en and en→X are
+    never averaged together, as the paper's tables)."""
     out = {}
     for name, langs in groups.items():
-        values = [per_language[l][metric] for l in langs if l in per_language]
-        if values:
-            out[name] = sum(values) / len(values)
+        for suffix, keep in (("", lambda u: "-" not in u), (" →en", lambda u: u.endswith("-en")),
+                             (" en→", lambda u: u.startswith("en-"))):
+            members = [u for u in units if keep(u) and (set(u.split("-")) - {"en"} or {"en"}) & set(langs)]
+            if members:
+                out[name + suffix] = members
     return out
 
 
-def markdown_table(per_language: dict[str, dict], groups: dict[str, float], metric: str, label: str) -> str:
-    langs = list(per_language)
-    head = "| model | " + " | ".join(langs) + " | " + " | ".join(groups) + " |"
-    sep = "|---" * (1 + len(langs) + len(groups)) + "|"
-    row = f"| {label} | " + " | ".join(f"{per_language[l][metric]:.1f}" for l in langs) + " | " + \
+def group_averages(per_unit: dict[str, dict], groups: dict[str, list[str]], metric: str) -> dict[str, float]:
+    return {name: sum(per_unit[u][metric] for u in units) / len(units) for name, units in groups.items()}
+
+
+def markdown_table(per_unit: dict[str, dict], groups: dict[str, float], metric: str, label: str) -> str:
+    units = list(per_unit)
+    head = "| model | " + " | ".join(units) + " | " + " | ".join(groups) + " |"
+    sep = "|---" * (1 + len(units) + len(groups)) + "|"
+    row = f"| {label} | " + " | ".join(f"{per_unit[u][metric]:.1f}" for u in units) + " | " + \
           " | ".join(f"{v:.1f}" for v in groups.values()) + " |"
     return "\n".join([head, sep, row]) + "\n"
 
@@ -149,10 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     experiment = EXPERIMENTS.get(args.experiment)
     if experiment:
         args.task = experiment.task
-        args.data = args.data or experiment.test_files(args.data_dir)
+        args.data = args.data or experiment.test_files(args.data_dir, args.mt_test)
         args.langs = args.langs or experiment.test_langs
     examples = test_examples(args)
     langs = list(dict.fromkeys(ex.lang for ex in examples))
+    units = list(dict.fromkeys(ex.unit for ex in examples))
     if args.groups:
         groups = {}
         for spec in args.groups:
@@ -169,10 +184,11 @@ def main(argv: list[str] | None = None) -> None:
         groups = {**UDHR_GROUPS, "transfer": [l for l in langs if l not in UDHR_GROUPS["supervised"]]}
     else:
         groups = {}
+    groups = group_units(groups, units)
     max_new = args.max_new_tokens or (128 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
 
     folder = resolve_model_dir(args.model)
-    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder)
+    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder, args.no_default_template)
     if args.adapter:
         load_adapter(model, args.adapter)
     prompts = [tok.chat_ids(ex.messages() if ex.system else ex.messages()[1:]) for ex in examples]
@@ -182,27 +198,27 @@ def main(argv: list[str] | None = None) -> None:
     predictions = [tok.decode(o).strip() for o in outputs]
     n_tokens = sum(len(o) for o in outputs)
 
-    per_language = {}
-    for lang in langs:
-        idx = [i for i, ex in enumerate(examples) if ex.lang == lang]
-        per_language[lang] = score_language(args.task, [examples[i] for i in idx], [predictions[i] for i in idx])
+    per_unit = {}
+    members = {u: [i for i, ex in enumerate(examples) if ex.unit == u] for u in units}
+    for unit, idx in members.items():
+        per_unit[unit] = score_unit(args.task, [examples[i] for i in idx], [predictions[i] for i in idx])
         if args.task in ("slot", "json"):
-            per_language[lang]["f1"] *= 100
+            per_unit[unit]["f1"] *= 100
     metric = MAIN_METRIC[args.task]
-    comet = None
     if args.task == "mt":
         comet = comet_scores(examples, predictions, args.comet_python)
-        for lang in langs:
-            idx = [i for i, ex in enumerate(examples) if ex.lang == lang]
-            per_language[lang]["comet"] = (100 * sum(comet[i] for i in idx) / len(idx)) if comet else "skipped"
+        for unit, idx in members.items():
+            per_unit[unit]["comet"] = (100 * sum(comet[i] for i in idx) / len(idx)) if comet else "skipped"
+            if "tok:13a" in per_unit[unit]["bleu_signature"] and unit.endswith("-ja"):
+                print(f"note: {unit} BLEU fell back to the 13a tokenizer (ja-mecab not installed)", file=sys.stderr)
         if comet is None:
             print("note: COMET-22 skipped (unbabel-comet not importable; pass --comet-python PATH)", file=sys.stderr)
-    for lang in langs:
-        per_language[lang]["score"] = per_language[lang][metric]
-    averages = group_averages(per_language, groups, metric)
+    for unit in units:
+        per_unit[unit]["score"] = per_unit[unit][metric]
+    averages = group_averages(per_unit, groups, metric)
     label = f"{args.model}" + (f" + {args.adapter}" if args.adapter else "")
     scores = {"task": args.task, "model": args.model, "adapter": str(args.adapter) if args.adapter else None,
-              "metric": metric, "n_examples": len(examples), "per_language": per_language, "groups": averages,
+              "metric": metric, "n_examples": len(examples), "per_language": per_unit, "groups": averages,
               "group_members": groups, "generation": {"seconds": round(seconds, 1), "new_tokens": n_tokens,
                                                       "tokens_per_s": round(n_tokens / seconds, 2),
                                                       "batch_size": args.batch_size, "max_new_tokens": max_new}}
@@ -210,9 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps({"lang": ex.lang, "input": ex.user, "reference": ex.answer, "prediction": p}, ensure_ascii=False) + "\n"
         for ex, p in zip(examples, predictions)))
     atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=1, ensure_ascii=False))
-    table = markdown_table(per_language, averages, metric, label)
+    table = markdown_table(per_unit, averages, metric, label)
     atomic_write_text(args.out / "table.md", table)
     print(table)
+    if args.task == "mt":
+        for unit in units:
+            print(f"{unit}: BLEU {per_unit[unit]['bleu']:.1f} ({per_unit[unit]['bleu_signature']}), "
+                  f"chrF {per_unit[unit]['chrf']:.1f}")
     print(f"{len(examples)} examples, {n_tokens} new tokens in {seconds:.0f} s ({n_tokens / seconds:.1f} tokens/s, "
           f"batch {args.batch_size}); wrote {args.out}/scores.json, predictions.jsonl, table.md")
 

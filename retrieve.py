@@ -26,7 +26,8 @@ from midalign.adapters import AdapterError, load_adapter
 from midalign.align import POOLING
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
 from midalign.data.sources import ensure
-from midalign.data.udhr import DEFAULT_VERSIONS, DataError, parallel_rows
+from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
+from midalign.errors import DataError
 from midalign.io import atomic_write_text
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average

@@ -5,6 +5,7 @@
     python train.py --preset paper --task slot --train-data massive/1.1/data --align-data tatoeba.tsv
     python train.py --no-align                       # task only: the SFT baseline
     python train.py --task none                      # alignment only: the module for merging (§6.3)
+    python train.py --experiment slot --task none --dry-run   # print the resolved settings, train nothing
 
 Each optimizer update sums `--grad-accum` micro-batches alternating task, alignment, task, … The task
 loss is cross-entropy on the answer (+ end-of-turn token); the alignment loss is InfoNCE between
@@ -32,10 +33,11 @@ from safetensors.torch import load_file, save_file
 from midalign.adapters import AdapterError, adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.config import ConfigError, ModelConfig
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner, mt_examples
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 from midalign.distributed import World, close_world, init_world
 from midalign.io import atomic_dir, atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
@@ -43,16 +45,21 @@ from midalign.memory import estimate_training_memory
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import answer_tokens, collate, encode_examples, task_loss
-from midalign.tokenizer import ChatTokenizer
+from midalign.tokenizer import ChatTokenizer, TokenizerError
 
 # Every preset is a set of flag defaults; an explicit flag always wins. `paper` = App. D.1.
 PRESETS = {
     "paper": dict(batch_size=32, align_batch_size=32, grad_accum=4, epochs=5, max_steps=0, eval_every=200,
-                  patience=5, pool="mean", temperature=0.1),
+                  patience=5, pool="mean", temperature=None),  # τ by model family (FAMILY_TEMPERATURE)
     "demo": dict(batch_size=4, align_batch_size=16, grad_accum=2, epochs=5, max_steps=16, eval_every=8,
                  patience=5, pool="mean-skip-first", temperature=0.1),
 }
 SUPERVISED = ["de", "es", "fr", "ru", "zh"]  # offline default (UDHR MT) task languages
+# App. D.1: τ tuned on the MT dev loss, 0.1 for Llama 3 and 1.5 for Qwen 2.5 (--temperature overrides).
+FAMILY_TEMPERATURE = {"llama": 0.1, "qwen2": 1.5}
+# Alignment dev pairs held out from an experiment's alignment data, per language (the early-stopping
+# dev loss is task + alignment, as in the official code): this share, at most ALIGN_DEV_MAX pairs.
+ALIGN_DEV_SHARE, ALIGN_DEV_MAX = 0.1, 100
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,8 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute layer activations in the backward pass (less memory, ~30%% more compute)")
     g = p.add_argument_group("task")
-    g.add_argument("--task", choices=["mt", "slot", "json", "none"], default="mt",
-                   help="'none' trains the alignment objective alone")
+    g.add_argument("--task", choices=["mt", "slot", "json", "none"],
+                   help="default mt (an experiment's own task); 'none' trains the alignment objective alone")
     g.add_argument("--train-data", nargs="+", type=Path,
                    help="task training files (default for mt: the offline UDHR train articles)")
     g.add_argument("--dev-data", nargs="+", type=Path, help="task dev files (slot: default the train files' dev partition)")
@@ -120,26 +127,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     g.add_argument("--resume", action="store_true", help="continue from --out/state exactly where it stopped")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the resolved settings (presets, experiment, τ, layer) as JSON and exit: nothing is "
+                        "downloaded but the model's config, nothing trained")
+    g.add_argument("--no-default-template", action="store_true",
+                   help="Llama 3: the template the released official adapters were trained with (no "
+                        "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
+    p.set_defaults(align_dev_split=False)  # set by an experiment: hold out dev pairs from its alignment data
     pre, _ = p.parse_known_args(argv)
-    paper = pre.experiment or (pre.task in ("slot", "json") and not pre.train_data)
+    paper = experiment_name(pre)
     p.set_defaults(**PRESETS[pre.preset or ("paper" if paper else "demo")])
     return p.parse_args(argv)
 
 
-def apply_experiment(args: argparse.Namespace) -> None:
-    """--experiment NAME (or --task slot/json without --train-data): the paper's languages and data files,
-    fetched on first use; flags given explicitly keep their values."""
-    name = args.experiment or (args.task if args.task in ("slot", "json") and not args.train_data else None)
-    if name is not None:
-        exp = EXPERIMENTS[name]
-        train, dev, pairs = exp.train_files(args.data_dir)
-        args.task = exp.task
-        args.train_data, args.dev_data = args.train_data or train, args.dev_data or dev
-        args.train_langs = args.train_langs or exp.train_langs
+def experiment_name(args: argparse.Namespace) -> str | None:
+    """--experiment NAME, or --task slot/json without --train-data (the paper's setup for that task)."""
+    return args.experiment or (args.task if args.task in ("slot", "json") and not args.train_data else None)
+
+
+def resolve_settings(args: argparse.Namespace, config) -> None:
+    """Settings that follow from the experiment and the model: task, languages, direction, τ, layer.
+    Flags given explicitly keep their values (`--task none` included)."""
+    exp = EXPERIMENTS.get(experiment_name(args))
+    if exp is not None:
+        args.task = args.task or exp.task
+        args.train_langs = args.train_langs or (exp.train_langs if args.task != "none" else None)
         args.mt_direction = args.mt_direction or exp.mt_direction
-        if not args.no_align:
-            args.align_data = args.align_data or pairs
+        args.align_langs = args.align_langs or (exp.align_langs if not args.no_align else None)
+    args.task = args.task or "mt"
     args.mt_direction = args.mt_direction or "to-en"
+    if args.temperature is None:
+        args.temperature = FAMILY_TEMPERATURE[config.model_type]
+    if args.align_layer is None:
+        args.align_layer = config.num_hidden_layers // 2
+
+
+def apply_experiment(args: argparse.Namespace) -> None:
+    """The experiment's data files (fetched on first use) where no file flag was given."""
+    exp = EXPERIMENTS.get(experiment_name(args))
+    if exp is None:
+        return
+    train, dev, pairs = exp.train_files(args.data_dir, task=args.task != "none", align=not args.no_align)
+    if args.task != "none":
+        args.train_data, args.dev_data = args.train_data or train, args.dev_data or dev
+    if not args.no_align and not args.align_data:
+        args.align_data, args.align_dev_split = pairs, True
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -206,12 +238,26 @@ def _alma(path: Path, direction: str):
     return out
 
 
+def hold_out(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, dev): per language, ALIGN_DEV_SHARE of the pairs (at most ALIGN_DEV_MAX, at least 1 when a
+    language has 2+) drawn with a fixed seed become dev pairs; the rest stay for training."""
+    train, dev = [], []
+    for lang, group in group_pairs(pairs).items():
+        order = torch.randperm(len(group), generator=torch.Generator().manual_seed(seed)).tolist()
+        n = min(ALIGN_DEV_MAX, max(1 if len(group) > 1 else 0, round(ALIGN_DEV_SHARE * len(group))))
+        dev += [group[i] for i in order[:n]]
+        train += [group[i] for i in order[n:]]
+    return train, dev
+
+
 def align_data(args) -> tuple[list[Pair], list[Pair]]:
     if args.no_align:
         return [], []
     if args.align_data:
         train = [p for f in args.align_data for p in load_pairs(f)]
         dev = [p for f in args.align_dev_data or [] for p in load_pairs(f)]
+        if args.align_dev_split and not dev:
+            train, dev = hold_out(train, args.seed)
     else:
         train, dev = udhr_pairs("train", args.align_langs), udhr_pairs("dev", args.align_langs)
     if args.align_langs:
@@ -351,12 +397,15 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
     device = torch.device(args.device) if args.device else None
     if device is None and world.size > 1 and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
-    model, tok = load_model(folder, device=device), ChatTokenizer(folder)
+    resolve_settings(args, ModelConfig.from_hf(folder))
+    if args.dry_run:
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=1,
+                         default=str))
+        return
+    model, tok = load_model(folder, device=device), ChatTokenizer(folder, args.no_default_template)
     model.name_or_path = args.model
     device = model.lm_head.weight.device
     L = model.config.num_hidden_layers
-    if args.align_layer is None:
-        args.align_layer = L // 2
     if not 1 <= args.align_layer <= L:
         raise DataError(f"--align-layer {args.align_layer} is out of range: this model has decoder layers 1..{L}")
     if args.task == "none" and args.no_align:
@@ -422,6 +471,10 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
               f"{total} updates of {' + '.join(kinds)}" + (f" on {world.size} processes" if world.size > 1 else ""),
               file=sys.stderr)
         print(memory_line(model, lora_config, args, encoded, world), file=sys.stderr)
+    has_dev = bool(dev_task or dev_pairs)
+    if not has_dev and world.main:
+        print("[train] no dev data (task or alignment): no dev loss, no early stopping; best/ will be the last "
+              "adapter. Pass --dev-data / --align-dev-data to select the best checkpoint.", file=sys.stderr)
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not world.main)
@@ -465,7 +518,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
             log.write(json.dumps(record) + "\n")
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("loss")})
         bar.update(1)
-        if step % args.eval_every == 0 or step == total:
+        if (step % args.eval_every == 0 or step == total) and not has_dev:
+            write_checkpoint("training state", out, lambda: save_state(out, model, optimizer, step, trainer, world))
+        elif step % args.eval_every == 0 or step == total:
             ev = evaluate(model, args, tok, dev_task, dev_pairs, autocast)  # every rank: the same full dev set
             improved = trainer["best_dev_loss"] is None or ev["dev_loss"] < trainer["best_dev_loss"]
             if improved:
@@ -487,6 +542,11 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
         return
     log.close()
     write_checkpoint("last adapter", out, lambda: save_adapter(adapter_from_model(model, lora_config), out / "last"))
+    if not has_dev:
+        write_checkpoint("best adapter", out, lambda: save_adapter(adapter_from_model(model, lora_config), out / "best"))
+        print(f"[train] done in {time.perf_counter() - t0:.0f} s (no dev data: best/ = last/); adapters in "
+              f"{out}/best and {out}/last", file=sys.stderr)
+        return
     print(f"[train] done in {time.perf_counter() - t0:.0f} s; best dev loss {trainer['best_dev_loss']:.4f} at "
           f"step {trainer['best_step']}; adapters in {out}/best and {out}/last", file=sys.stderr)
 
@@ -495,7 +555,7 @@ def cli(argv: list[str] | None = None) -> None:
     """main() with the errors a user can fix printed as one line and exit status 1."""
     try:
         main(argv)
-    except (AdapterError, CheckpointError, DataError, TrainingDiverged) as e:
+    except (AdapterError, CheckpointError, ConfigError, DataError, TokenizerError, TrainingDiverged) as e:
         sys.exit(f"error: {e}")
 
 

@@ -1,82 +1,114 @@
 """Task metrics (paper §4.2; REFERENCE.md §7).
 
-- Slot F1 as the official MASSIVE script computes it: gold BIO tags from the `annot_utt` brackets;
-  the prediction `type: value; type: value` is split on "; " then ": " (parts that do not split into
-  exactly two are ignored); each value's tokens are located case-insensitively in the utterance's
-  tokens and tagged with the type (values not found are dropped; a repeated value takes its first
-  still-untagged occurrence); tags → spans → micro F1 (seqeval-style). ja/zh are split into characters.
-- MT: sacreBLEU corpus BLEU (13a; `zh` for Chinese; `ja-mecab` for Japanese when installed) and chrF.
-- JSON NER: the generated JSON parsed back to (type, text) tuples; invalid JSON counts as no entities.
+- Slot F1 as the official MASSIVE scorer (`scripts/eval_massive.py` of the paper's code, itself the MASSIVE
+  authors' `eval_preds`) computes it:
+  gold: the utterance's whitespace tokens, labelled by walking the `annot_utt` tokens (`[type` opens a
+  slot and skips the `:`, a token ending in `]` closes it); ja/zh: characters of `annot_utt`, with ASCII
+  chunks kept whole. prediction: `type: value; …` split on "; " then ": " (a part that does not split
+  into exactly two is ignored; `None` means no slot); each value's tokens (ja/zh: its characters) are
+  searched case-insensitively in the utterance tokens and EVERY occurrence is labelled (later parts
+  overwrite earlier ones; values not found are dropped). Labels → BIO where adjacent equal labels form
+  one span → span micro F1 (seqeval's default mode).
+  Kept as the official scorer has them, because the paper's numbers come from it: in ja/zh an ASCII
+  chunk that closes a slot (`5pm]`) does not reset the label, so the following tokens stay inside
+  that slot; an ASCII word in a ja/zh value never matches (values are split into characters, the
+  utterance keeps ASCII chunks whole).
+- MT: sacreBLEU corpus BLEU per direction with the target language's tokenizer (13a; `zh` for
+  Chinese; `ja-mecab` for Japanese when installed) and chrF.
+- JSON NER as the official `parse_3standard_ner_from_json`: the text after `"Results": [`, the
+  `"TypeName": "<T>", "Text": "<v>"` entries for T in LOC, PER, ORG; micro F1 over (type, text) pairs.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-CHAR_SPLIT_LANGS = ("ja", "zh")
-_BRACKET = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]|([^\[\]]+)")
+CHAR_SPLIT_LANGS = ("ja", "zh")  # the official scorer's ja-JP, zh-CN, zh-TW
+OUTSIDE = "Other"
 
 
-def tokens(text: str, lang: str) -> list[str]:
-    """Whitespace tokens; for ja/zh every non-space character is a token."""
-    if lang.split("-")[0] in CHAR_SPLIT_LANGS:
-        return [c for c in text if not c.isspace()]
-    return text.split()
+def char_split(lang: str) -> bool:
+    return lang.split("-")[0] in CHAR_SPLIT_LANGS
 
 
-def gold_tags(annot_utt: str, lang: str) -> tuple[list[str], list[str]]:
-    """(utterance tokens, BIO tags) from a MASSIVE bracket annotation."""
-    toks, tags = [], []
-    for slot_type, value, plain in _BRACKET.findall(annot_utt):
-        if plain:
-            t = tokens(plain, lang)
-            toks += t
-            tags += ["O"] * len(t)
+def gold_labels(utt: str, annot_utt: str, lang: str) -> tuple[list[str], list[str]]:
+    """(utterance tokens, one label per token; `Other` outside slots) from a MASSIVE annotation."""
+    if char_split(lang):
+        return _gold_labels_chars(annot_utt)
+    labels, label, chunks, i = [], OUTSIDE, annot_utt.split(), 0
+    while i < len(chunks):
+        if chunks[i].startswith("["):
+            label = chunks[i].lstrip("[")
+            i += 2  # the slot type and its ":"
+            continue
+        labels.append(label)
+        if chunks[i].endswith("]"):
+            label = OUTSIDE
+        i += 1
+    return utt.split(), labels
+
+
+def _gold_labels_chars(annot_utt: str) -> tuple[list[str], list[str]]:
+    tokens, labels, label, after_type = [], [], OUTSIDE, False
+    for chunk in annot_utt.split():
+        if chunk.startswith("["):
+            label, after_type = chunk.lstrip("["), True
+        elif chunk == ":" and after_type:
+            after_type = False
+        elif chunk.isascii():  # kept whole; as in the official scorer, its "]" does not reset the label
+            tokens.append(chunk.rstrip("]"))
+            labels.append(label)
         else:
-            t = tokens(value, lang)
-            toks += t
-            tags += [f"B-{slot_type}"] + [f"I-{slot_type}"] * (len(t) - 1)
-    return toks, tags
+            for char in chunk:
+                if char == "]":
+                    label = OUTSIDE
+                else:
+                    tokens.append(char)
+                    labels.append(label)
+    return tokens, labels
 
 
 def parse_slots(prediction: str) -> list[tuple[str, str]]:
     """`time: five am; date: this week` → [(time, five am), (date, this week)]; malformed parts ignored."""
-    out = []
-    for part in prediction.strip().split("; "):
-        pieces = part.split(": ")
-        if len(pieces) == 2 and pieces[0].strip() and pieces[1].strip():
-            out.append((pieces[0].strip(), pieces[1].strip()))
-    return out
+    text = prediction.strip()
+    if text.lower() == "none":
+        return []
+    return [tuple(part.split(": ")) for part in text.split("; ") if len(part.split(": ")) == 2]
 
 
-def predicted_tags(utt_tokens: list[str], slots: list[tuple[str, str]], lang: str) -> list[str]:
-    """Tag each predicted value at its first untagged case-insensitive occurrence in the utterance."""
-    tags = ["O"] * len(utt_tokens)
+def predicted_labels(utt_tokens: list[str], slots: list[tuple[str, str]], lang: str, n_labels: int) -> list[str]:
+    """Label every case-insensitive occurrence of each predicted value in the utterance tokens; the
+    result has the gold sequence's length `n_labels` (the official scorer pads/cuts to it)."""
+    labels = [OUTSIDE] * n_labels
     lower = [t.lower() for t in utt_tokens]
     for slot_type, value in slots:
-        v = [t.lower() for t in tokens(value, lang)]
-        for start in range(len(lower) - len(v) + 1):
-            if v and lower[start:start + len(v)] == v and all(t == "O" for t in tags[start:start + len(v)]):
-                tags[start:start + len(v)] = [f"B-{slot_type}"] + [f"I-{slot_type}"] * (len(v) - 1)
-                break
-    return tags
+        pattern = [t.lower() for t in (list(value) if char_split(lang) else value.split())]
+        n = len(pattern)
+        if not n:
+            continue
+        for start in range(len(lower) - n + 1):
+            if lower[start:start + n] == pattern:
+                labels[start:start + n] = [slot_type] * n
+    return (labels + [OUTSIDE] * n_labels)[:n_labels]
 
 
-def spans(tags: list[str]) -> set[tuple[int, int, str]]:
-    """(start, end, type) chunks of a BIO sequence (an I- that does not continue a chunk starts one)."""
-    out, start, kind = set(), None, None
-    for i, tag in enumerate(tags + ["O"]):
-        prefix, _, t = tag.partition("-")
-        if start is not None and (prefix != "I" or t != kind):
-            out.add((start, i, kind))
-            start = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, kind = i, t
+def spans(labels: list[str]) -> set[tuple[int, int, str]]:
+    """(start, end, label) of each run of equal labels other than `Other` (the official BIO conversion)."""
+    out, start = set(), 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            if labels[start] != OUTSIDE:
+                out.add((start, i, labels[start]))
+            start = i
     return out
+
+
+def bio(labels: list[str]) -> list[str]:
+    """Labels → BIO tags, adjacent equal labels continuing one span (the official `convert_to_bio`)."""
+    return ["O" if l == OUTSIDE else ("I-" if i and labels[i - 1] == l else "B-") + l for i, l in enumerate(labels)]
 
 
 @dataclass
@@ -102,12 +134,12 @@ class F1:
         return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
-def slot_f1(annot_utts: list[str], predictions: list[str], lang: str) -> dict[str, float]:
-    """Span-level micro F1 of predicted slot strings against MASSIVE annotations (one language)."""
+def slot_f1(utts: list[str], annot_utts: list[str], predictions: list[str], lang: str) -> dict[str, float]:
+    """Span micro F1 of predicted slot strings against MASSIVE annotations (one language), as the official scorer."""
     f1 = F1()
-    for annot, pred in zip(annot_utts, predictions, strict=True):
-        utt, gold = gold_tags(annot, lang)
-        f1.add(spans(predicted_tags(utt, parse_slots(pred), lang)), spans(gold))
+    for utt, annot, pred in zip(utts, annot_utts, predictions, strict=True):
+        tokens, gold = gold_labels(utt, annot, lang)
+        f1.add(spans(predicted_labels(tokens, parse_slots(pred), lang, len(gold))), spans(gold))
     return f1.score
 
 
@@ -137,45 +169,27 @@ def mt_scores(hypotheses: list[str], references: list[str], target_lang: str) ->
             "chrf_signature": str(chrf.get_signature())}
 
 
-def entities_from_json(text: str) -> tuple[Counter, bool]:
-    """(Counter of (type, text) tuples, parsed ok) from generated JSON.
+NER_TYPES = ("LOC", "PER", "ORG")
 
-    Accepts {type: [texts]} / {type: text}, or a list of {type|label|entity_type, text|entity|name} objects
-    or [text, type] pairs."""
-    try:
-        data = json.loads(text.strip())
-    except json.JSONDecodeError:
-        match = re.search(r"[\[{].*[\]}]", text, re.S)  # JSON inside surrounding prose or a code fence
-        try:
-            data = json.loads(match.group(0)) if match else None
-        except json.JSONDecodeError:
-            data = None
-    if data is None:
+
+def ner_entities(text: str) -> tuple[Counter, bool]:
+    """(Counter of (type, text) pairs, whether the answer had a `"Results": [` list), as the official
+    `parse_3standard_ner_from_json`: only LOC, PER and ORG entries are read."""
+    if '"Results": [' not in text:
         return Counter(), False
+    results = text.strip().split('"Results": [')[1].strip("]")
     out = Counter()
-    if isinstance(data, dict):
-        for kind, values in data.items():
-            for v in values if isinstance(values, list) else [values]:
-                if isinstance(v, str) and v.strip():
-                    out[(str(kind).strip().lower(), v.strip())] += 1
-    elif isinstance(data, list):
-        for item in data:
-            if isinstance(item, dict):
-                kind = item.get("type", item.get("label", item.get("entity_type")))
-                value = item.get("text", item.get("entity", item.get("name")))
-                if isinstance(kind, str) and isinstance(value, str):
-                    out[(kind.strip().lower(), value.strip())] += 1
-            elif isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-                out[(item[1].strip().lower(), item[0].strip())] += 1
+    for kind in NER_TYPES:
+        out.update((kind, v) for v in re.findall(rf'"TypeName": "{kind}",\s*"Text": "([^"]+)"', results))
     return out, True
 
 
 def json_f1(references: list[str], predictions: list[str]) -> dict[str, float]:
-    """Micro F1 over (type, text) tuples; also the share of predictions that were not valid JSON."""
-    f1, invalid = F1(), 0
+    """Micro F1 over (type, text) pairs; also the share of predictions without a `"Results": [` list."""
+    f1, unparsed = F1(), 0
     for ref, pred in zip(references, predictions, strict=True):
-        gold, _ = entities_from_json(ref)
-        got, ok = entities_from_json(pred)
-        invalid += not ok
+        gold, _ = ner_entities(ref)
+        got, ok = ner_entities(pred)
+        unparsed += not ok
         f1.add(got, gold)
-    return {**f1.score, "invalid_json": invalid / max(len(predictions), 1)}
+    return {**f1.score, "no_results_list": unparsed / max(len(predictions), 1)}

@@ -6,6 +6,11 @@ special tokens, so they are encoded without adding any again (no double BOS).
 
 Paper §3 / App. D.2: the task loss covers the answer and the model's end-of-turn token only;
 `supervised_ids` returns the two parts separately so the prompt can be masked.
+
+`released_template=True` reproduces how the paper's released Llama-3 adapters were trained (the
+official scripts' `--no-default-template`): the rendered prompt loses `<|begin_of_text|>`, gains a
+newline after each `<|eot_id|>`, and is then encoded with the tokenizer's own special tokens, which
+for Llama 3 puts the BOS back in front, exactly once.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
 class ChatTokenizer:
     """Encode/decode text and render chat prompts exactly as the checkpoint's template does."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, released_template: bool = False):
         folder = Path(folder)
         path = folder / "tokenizer.json"
         if not path.is_file():
@@ -73,6 +78,10 @@ class ChatTokenizer:
         self._env.globals["raise_exception"] = _raise_exception
         self._env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         self._eot_id: int | None = None
+        self.released_template = released_template
+        if released_template and "<|eot_id|>" not in (template or ""):
+            raise TokenizerError(f"{folder}: --no-default-template is the Llama-3 training template of the released "
+                                 f"adapters; this chat template has no <|eot_id|>")
 
     # ----------------------------------------------------------------------------- plain text
 
@@ -110,8 +119,12 @@ class ChatTokenizer:
             raise TokenizerError(f"chat template failed: {e}") from e
 
     def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
-        """Prompt ids for generation (special tokens come from the template, none are added)."""
-        return self.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False)
+        """Prompt ids for generation (special tokens come from the template, none are added; with the
+        released template the tokenizer adds its own, as the official scripts' tokenizer call did)."""
+        text = self.render_chat(messages, add_generation_prompt)
+        if self.released_template:
+            text = text.replace("<|eot_id|>", "<|eot_id|>\n").replace("<|begin_of_text|>", "")
+        return self.encode(text, add_special_tokens=self.released_template)
 
     @property
     def eot_id(self) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_args, write_tiny_data
 from midalign.data.tasks import load_massive, load_pairs, load_parallel_jsonl, load_uner
-from midalign.data.udhr import DataError, Version, resolve_versions
+from midalign.data.udhr import Version, resolve_versions
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))

@@ -19,7 +19,7 @@ from conftest import tiny_args, write_tiny_data
 from midalign.data import sources
 from midalign.data.experiments import EXPERIMENTS, MASSIVE_LOCALES
 from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))

@@ -1,4 +1,11 @@
-"""Metrics against hand-computed values, and BLEU against sacrebleu's own command line."""
+"""Metrics against the official scorers' behaviour.
+
+Slot F1: cases derived by reading the paper's official `scripts/eval_massive.py` (dannigt/mid-align) —
+how it builds gold labels from `annot_utt`, tags EVERY occurrence of a predicted value, lets later parts
+overwrite earlier ones, splits ja/zh into characters — and the F1 itself against seqeval, the library
+that script calls. JSON NER: the official `parse_3standard_ner_from_json` answer format
+(`"Results": [{"TypeName": "LOC", "Text": "…"}]`, scripts/utils.py). BLEU: sacrebleu's command line.
+"""
 
 from __future__ import annotations
 
@@ -8,73 +15,117 @@ import sys
 
 import pytest
 
-from midalign.metrics import entities_from_json, gold_tags, json_f1, mt_scores, parse_slots, slot_f1, spans
+from midalign.metrics import (bio, gold_labels, json_f1, mt_scores, ner_entities, parse_slots, predicted_labels,
+                              slot_f1, spans)
+
+seqeval = pytest.importorskip("seqeval.metrics")
+
+# The real en-US and de-DE records of the MASSIVE README (alexa/massive, README.md).
+EN_UTT, EN_ANNOT = "wake me up at five am this week", "wake me up at [time : five am] [date : this week]"
+DE_UTT, DE_ANNOT = ("weck mich diese woche um fünf uhr morgens auf",
+                    "weck mich [date : diese woche] um [time : fünf uhr morgens] auf")
 
 
-def test_gold_tags_from_brackets():
-    toks, tags = gold_tags("wake me up at [time : five am] [date : this week]", "en")
-    assert toks == ["wake", "me", "up", "at", "five", "am", "this", "week"]
-    assert tags == ["O", "O", "O", "O", "B-time", "I-time", "B-date", "I-date"]
-    assert spans(tags) == {(4, 6, "time"), (6, 8, "date")}
+def test_gold_labels_walk_the_annotation():
+    tokens, labels = gold_labels(EN_UTT, EN_ANNOT, "en")
+    assert tokens == EN_UTT.split()
+    assert labels == ["Other"] * 4 + ["time", "time", "date", "date"]
+    assert bio(labels) == ["O"] * 4 + ["B-time", "I-time", "B-date", "I-date"]
+    tokens, labels = gold_labels(DE_UTT, DE_ANNOT, "de")
+    assert labels == ["Other", "Other", "date", "date", "Other", "time", "time", "time", "Other"]
+    # a one-word slot closes on its own token
+    assert gold_labels("what is today", "what is [date : today]", "en")[1] == ["Other", "Other", "date"]
 
 
-def test_prediction_parsing_ignores_malformed_parts():
+def test_gold_labels_ja_zh_characters_and_ascii_chunks():
+    tokens, labels = gold_labels("", "提醒我 [date : 明天] 开会", "zh")
+    assert tokens == list("提醒我明天开会")
+    assert labels == ["Other"] * 3 + ["date"] * 2 + ["Other"] * 2
+    # An ASCII chunk is one token. As in the official scorer, an ASCII chunk that closes a slot
+    # ("5pm]") does not reset the label: the following characters stay inside the slot.
+    tokens, labels = gold_labels("", "[time : 5pm] に 起こして", "ja")
+    assert tokens == ["5pm", "に", "起", "こ", "し", "て"]
+    assert labels == ["time"] * 6
+
+
+def test_prediction_parsing_as_the_official_script():
     assert parse_slots("time: five am; date: this week") == [("time", "five am"), ("date", "this week")]
-    assert parse_slots("None") == []
-    assert parse_slots("time five am; date: a: b; : x; place: here") == [("place", "here")]
+    assert parse_slots("None") == parse_slots(" none ") == []
+    # parts that do not split into exactly two on ": " are ignored; "; " is the only separator
+    assert parse_slots("time five am; date: a: b; place: here") == [("place", "here")]
+    assert parse_slots("place: here;time: now") == []  # one part, three pieces on ": "
 
 
-@pytest.mark.parametrize("prediction, expected", [
-    # all right: 2 of 2 spans → P = R = F1 = 1
-    ("time: five am; date: this week", (1.0, 1.0, 1.0)),
-    # one right, one wrong type: tp 1, pred 2, gold 2 → 0.5 / 0.5 / 0.5
-    ("time: five am; place: this week", (0.5, 0.5, 0.5)),
-    # case-insensitive match, value absent from the utterance dropped: tp 1, pred 1, gold 2 → 1 / 0.5 / 2/3
-    ("time: FIVE AM; date: next year", (1.0, 0.5, 2 / 3)),
-    # a partial span is a different span: tp 0, pred 1 → 0
-    ("time: five", (0.0, 0.0, 0.0)),
-    # None: nothing predicted → 0, 0, 0
-    ("None", (0.0, 0.0, 0.0)),
-    # unparseable
-    ("the time is five am", (0.0, 0.0, 0.0)),
+def test_every_occurrence_is_tagged_and_later_parts_win():
+    tokens = "set two alarms for two pm".split()
+    # "two" occurs twice: both are tagged
+    assert predicted_labels(tokens, [("number", "two")], "en", 6) == ["Other", "number", "Other", "Other", "number", "Other"]
+    # a later part overwrites an earlier one where they overlap
+    assert predicted_labels(tokens, [("number", "two"), ("time", "two pm")], "en", 6) == \
+        ["Other", "number", "Other", "Other", "time", "time"]
+    # case-insensitive; a value not in the utterance is dropped
+    assert predicted_labels(tokens, [("time", "TWO PM"), ("date", "friday")], "en", 6)[4:] == ["time", "time"]
+    # adjacent occurrences of one label merge into one span (convert_to_bio continues equal labels)
+    assert spans(predicted_labels("la la land".split(), [("song_name", "la")], "en", 3)) == {(0, 2, "song_name")}
+    # ja/zh: the value is split into characters; an ASCII word never matches an ASCII chunk token
+    assert predicted_labels(["5pm", "に", "起"], [("time", "5pm")], "ja", 3) == ["Other"] * 3
+    assert predicted_labels(list("提醒我明天开会"), [("date", "明天")], "zh", 7)[3:5] == ["date", "date"]
+
+
+@pytest.mark.parametrize("utt, annot, lang, prediction", [
+    (EN_UTT, EN_ANNOT, "en", "time: five am; date: this week"),
+    (EN_UTT, EN_ANNOT, "en", "time: five am; place: this week"),
+    (EN_UTT, EN_ANNOT, "en", "time: FIVE AM; date: next year"),
+    (EN_UTT, EN_ANNOT, "en", "time: five"),
+    (EN_UTT, EN_ANNOT, "en", "None"),
+    (EN_UTT, EN_ANNOT, "en", "the time is five am"),
+    (DE_UTT, DE_ANNOT, "de", "date: diese woche; time: fünf uhr morgens"),
+    (DE_UTT, DE_ANNOT, "de", "time: uhr morgens; date: woche"),
+    ("set two alarms for two pm", "set [number : two] alarms for [time : two pm]", "en", "number: two; time: two pm"),
+    ("set two alarms for two pm", "set [number : two] alarms for [time : two pm]", "en", "number: two"),
+    ("", "提醒我 [date : 明天] 开会", "zh", "date: 明天"),
+    ("", "提醒我 [date : 明天] 开会", "zh", "date: 明"),
 ])
-def test_slot_f1_hand_computed(prediction, expected):
-    s = slot_f1(["wake me up at [time : five am] [date : this week]"], [prediction], "en")
-    assert (s["precision"], s["recall"], s["f1"]) == pytest.approx(expected)
+def test_slot_f1_equals_seqeval_on_the_official_bio(utt, annot, lang, prediction):
+    tokens, gold = gold_labels(utt, annot, lang)
+    pred = predicted_labels(tokens, parse_slots(prediction), lang, len(gold))
+    ours = slot_f1([utt], [annot], [prediction], lang)["f1"]
+    assert ours == pytest.approx(seqeval.f1_score([bio(gold)], [bio(pred)]))
 
 
-def test_slot_f1_repeated_values_micro_average_and_cjk():
-    # "two" occurs twice; the first predicted "two" takes the first occurrence, the second the next one.
-    annot = "set [number : two] alarms for [time : two] pm"
-    s = slot_f1([annot], ["number: two; time: two"], "en")
-    assert s["f1"] == pytest.approx(1.0)
-    s = slot_f1([annot], ["time: two"], "en")  # tags the first "two" as time: wrong span → 0 of 1
-    assert (s["precision"], s["recall"]) == pytest.approx((0.0, 0.0))
-    # micro-average over two utterances; "work" is not in the utterance, so it is dropped (not a wrong span):
-    # tp 1+0, pred 1+0, gold 1+1 → P 1, R 0.5, F1 2/3
-    s = slot_f1(["[date : today]", "at [place : home]"], ["date: today", "place: work"], "en")
-    assert (s["precision"], s["recall"], s["f1"]) == pytest.approx((1.0, 0.5, 2 / 3))
-    # a wrong value that *is* in the utterance counts against precision: tp 1+0, pred 1+1, gold 1+1 → 0.5
-    s = slot_f1(["[date : today]", "at [place : home]"], ["date: today", "place: at"], "en")
-    assert s["f1"] == pytest.approx(0.5)
-    # Chinese: characters are tokens; "明天" is a 2-character span
-    s = slot_f1(["提醒我[date : 明天]开会"], ["date: 明天"], "zh")
-    assert s["f1"] == pytest.approx(1.0)
-    s = slot_f1(["提醒我[date : 明天]开会"], ["date: 明"], "zh")
-    assert s["f1"] == pytest.approx(0.0)
+def test_slot_f1_repeated_values_by_hand():
+    # gold: number=two (pos 1), time=two pm (pos 4-5). Predicting "number: two" tags BOTH "two"s as number:
+    # spans (1,2,number) ✓ and (4,5,number) ✗ → tp 1, pred 2, gold 2 → F1 0.5. (A first-occurrence rule
+    # would have given P 1, R 0.5, F1 2/3: the two rules differ.)
+    s = slot_f1(["set two alarms for two pm"], ["set [number : two] alarms for [time : two pm]"], ["number: two"], "en")
+    assert (s["precision"], s["recall"], s["f1"]) == pytest.approx((0.5, 0.5, 0.5))
+    # micro average over two utterances: tp 1+0, pred 1+0, gold 2+2 → P 1, R 0.25
+    s = slot_f1([EN_UTT, DE_UTT], [EN_ANNOT, DE_ANNOT], ["time: five am", "place: berlin"], "en")
+    assert (s["precision"], s["recall"]) == pytest.approx((1.0, 0.25))
 
 
-def test_json_entities_and_f1_by_hand():
-    ents, ok = entities_from_json('{"PER": ["Ada Lovelace"], "LOC": ["London", "Paris"]}')
-    assert ok and set(ents) == {("per", "Ada Lovelace"), ("loc", "London"), ("loc", "Paris")}
-    ents, ok = entities_from_json('Here: ```json\n[{"type": "ORG", "text": "UN"}]\n```')
-    assert ok and ents == {("org", "UN"): 1}
-    assert entities_from_json("not json at all") == ({}, False)
-    ref = '{"PER": ["Ada"], "LOC": ["London"]}'
-    # tp 1 (Ada), pred 2, gold 2 → 0.5; the invalid one: tp 0, pred 0, gold 2
-    s = json_f1([ref, ref], ['{"PER": ["Ada"], "ORG": ["London"]}', "{broken"])
-    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.25)
-    assert s["f1"] == pytest.approx(2 * 0.5 * 0.25 / 0.75) and s["invalid_json"] == 0.5
+# The official answer format of the Aya-collection UNER targets, as `parse_3standard_ner_from_json`
+# (scripts/utils.py in dannigt/mid-align) reads it: a "Results" list of TypeName/Text objects.
+UNER_ANSWER = ('{"Results": [{"TypeName": "PER", "Text": "Ada Lovelace"}, {"TypeName": "LOC", "Text": "London"}, '
+               '{"TypeName": "ORG", "Text": "Royal Society"}, {"TypeName": "LOC", "Text": "London"}]}')
+
+
+def test_ner_parsing_as_the_official_parser():
+    entities, ok = ner_entities(UNER_ANSWER)
+    assert ok and entities == {("LOC", "London"): 2, ("PER", "Ada Lovelace"): 1, ("ORG", "Royal Society"): 1}
+    assert ner_entities('{"Results": []}') == ({}, True)
+    assert ner_entities("Ada is a person") == ({}, False)
+    # only LOC, PER, ORG are read; whitespace between the two keys is allowed
+    entities, _ = ner_entities('"Results": [{"TypeName": "MISC", "Text": "x"}, {"TypeName": "PER",\n "Text": "Bo"}]')
+    assert entities == {("PER", "Bo"): 1}
+
+
+def test_json_f1_gold_against_itself_and_by_hand():
+    assert json_f1([UNER_ANSWER], [UNER_ANSWER])["f1"] == 1.0
+    pred = '{"Results": [{"TypeName": "PER", "Text": "Ada Lovelace"}, {"TypeName": "ORG", "Text": "London"}]}'
+    # tp 1 (Ada), pred 2, gold 4 → P 0.5, R 0.25; the second prediction has no Results list: pred 0, gold 4
+    s = json_f1([UNER_ANSWER, UNER_ANSWER], [pred, "no entities here"])
+    assert (s["precision"], s["recall"], s["no_results_list"]) == pytest.approx((0.5, 1 / 8, 0.5))
 
 
 def test_bleu_and_chrf_equal_sacrebleu_cli(tmp_path):

@@ -136,7 +136,7 @@ def test_train_cli_end_to_end_and_bad_input(tiny_chat_checkpoint, tmp_path):
 
 def test_alignment_pair_formats_agree_and_bad_lines_are_named(tmp_path):
     from midalign.data.tasks import load_pairs
-    from midalign.data.udhr import DataError
+    from midalign.errors import DataError
 
     (tmp_path / "Tatoeba.cy-en.cy").write_text("Bore da.\n\nDiolch.\n")
     (tmp_path / "Tatoeba.cy-en.en").write_text("Good morning.\nEmpty.\nThank you.\n")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from midalign.data import sources
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,13 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("names", nargs="+", choices=sorted(sources.SOURCES))
     f.add_argument("--langs", nargs="+", help="tatoeba/alma: languages paired with English (default: the paper's)")
     f.add_argument("--data-dir", type=Path, help="root folder (default: $MIDALIGN_CACHE/datasets)")
+    f.add_argument("--from", dest="local", type=Path, metavar="DIR",
+                   help="read the publisher's files from DIR (laid out as the publisher's repository) instead of "
+                        "downloading; e.g. ALMA's human_written_data/ or a copy of wmt23-news-systems")
     args = p.parse_args(argv)
     if args.command == "list":
         for s in sources.SOURCES.values():
             print(f"{s.name:8s} {s.licence}\n         {s.citation}")
         return
     for name in args.names:
-        for folder in sources.ensure(name, args.data_dir, args.langs):
+        for folder in sources.ensure(name, args.data_dir, args.langs, local=args.local):
             print(f"{name}: {folder}")
 
 

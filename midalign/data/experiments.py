@@ -6,11 +6,12 @@ from here; `python train.py` without an experiment keeps the offline UDHR defaul
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from midalign.data.sources import ensure
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -21,28 +22,38 @@ class Experiment:
     align_langs: list[str]
     mt_direction: str = "to-en"
 
-    def train_files(self, data_dir: Path | None) -> tuple[list[Path], list[Path], list[Path]]:
-        """(task train files, task dev files, alignment pair files)."""
-        if self.task == "slot":
-            massive = _massive(data_dir, self.train_langs)
-            return massive, massive, _tatoeba(data_dir, self.align_langs)
-        if self.task == "json":
+    def train_files(self, data_dir: Path | None, task: bool = True, align: bool = True
+                    ) -> tuple[list[Path], list[Path], list[Path]]:
+        """(task train files, task dev files, alignment pair files); only what is asked for is fetched.
+        The MT experiment aligns on its own training pairs (the alignment data are the task data)."""
+        train, dev, pairs = [], [], []
+        if self.task == "mt" and (task or align):
+            alma = ensure("alma", data_dir, self.train_langs)
+            train = [f / f"train.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)]
+            dev = [f / f"valid.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)]
+            pairs = [f / "pairs.tsv" for f in alma] if align else []
+            return (train, dev, pairs) if task else ([], [], pairs)
+        if task and self.task == "slot":
+            train = dev = _massive(data_dir, self.train_langs)
+        elif task:
             uner = ensure("uner", data_dir)[0]
-            return (_existing([uner / f"train.{l}.jsonl" for l in self.train_langs]),
-                    _existing([uner / f"validation.{l}.jsonl" for l in self.train_langs]),
-                    _tatoeba(data_dir, self.align_langs))
-        alma = ensure("alma", data_dir, self.train_langs)
-        return ([f / f"train.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)],
-                [f / f"valid.{l}-en.jsonl" for f, l in zip(alma, self.train_langs)],
-                [f / "pairs.tsv" for f in alma])
+            train = _existing([uner / f"train.{l}.jsonl" for l in self.train_langs])
+            dev = _existing([uner / f"validation.{l}.jsonl" for l in self.train_langs])
+        return train, dev, _tatoeba(data_dir, self.align_langs) if align else []
 
-    def test_files(self, data_dir: Path | None) -> list[Path]:
+    def test_files(self, data_dir: Path | None, mt_test: str = "wmt23") -> list[Path]:
+        """Test files; MT: every X↔English direction of the test languages that `mt_test` holds."""
         if self.task == "slot":
             return _massive(data_dir, self.test_langs)
         if self.task == "json":
             return _existing([ensure("uner", data_dir)[0] / f"test.{l}.jsonl" for l in self.test_langs])
-        wmt = ensure("wmt23", data_dir)[0]
-        return sorted(f for f in wmt.glob("test.*.jsonl") if set(f.name.split(".")[1].split("-")) - {"en"} <= set(self.test_langs))
+        wmt = ensure(mt_test, data_dir)[0]
+        files = sorted(f for f in wmt.glob("test.*.jsonl") if set(f.name.split(".")[1].split("-")) - {"en"} <= set(self.test_langs))
+        missing = sorted({d for l in self.test_langs for d in (f"{l}-en", f"en-{l}")} - {f.name.split(".")[1] for f in files})
+        if missing:
+            print(f"[data] {mt_test} has no {', '.join(missing)}: not evaluated (the official evaluation read "
+                  f"them from the hub copy: --mt-test wmt23-hub)", file=sys.stderr)
+        return files
 
 
 def _existing(paths: list[Path]) -> list[Path]:

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 from midalign.io import atomic_write_text
 
 TIMEOUT_S = 30  # per connection attempt and per read: a dead network fails in seconds, never hangs

