@@ -21,12 +21,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from midalign.adapters import AdapterError, load_adapter
-from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.adapters import load_adapter
+from midalign.checkpoint import load_model, resolve_model_dir
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Example, Pair, load_massive, load_parallel_jsonl, load_uner, mt_examples
-from midalign.errors import DataError
+from midalign.errors import DataError, MidalignError
 from midalign.generate import generate
 from midalign.io import atomic_write_text
 from midalign.metrics import json_f1, mt_scores, slot_f1
@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
     p.add_argument("--langs", nargs="+", help="languages to evaluate (default: all in the data; UDHR: all 34 X→en)")
-    p.add_argument("--limit", type=int, help="at most this many examples per language (UDHR default: the 4 "
-                                             "shortest held-out paragraphs)")
+    p.add_argument("--limit", type=int, help="at most this many examples per language (MT: per direction; UDHR "
+                                             "default: the 4 shortest held-out paragraphs)")
     p.add_argument("--groups", nargs="+", metavar="NAME=l1,l2",
                    help="language groups to average (default UDHR: supervised=de,es,fr,ru,zh; the rest 'transfer')")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
@@ -92,12 +92,14 @@ def test_examples(args) -> list[Example]:
     if args.limit:
         kept, counts = [], Counter()
         for ex in out:
-            if counts[ex.lang] < args.limit:
+            if counts[ex.unit] < args.limit:
                 kept.append(ex)
-                counts[ex.lang] += 1
+                counts[ex.unit] += 1
         out = kept
-    if not out:
-        raise DataError(f"no test examples in {', '.join(map(str, args.data))} for languages {args.langs or 'any'}")
+    missing = sorted(set(args.langs or []) - {ex.lang for ex in out}) if not args.experiment else []
+    if not out or missing:
+        raise DataError(f"no test examples in {', '.join(map(str, args.data))} for languages "
+                        f"{', '.join(missing) or args.langs or 'any'}")
     return out
 
 
@@ -240,5 +242,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (AdapterError, CheckpointError, DataError) as e:
+    except MidalignError as e:
         sys.exit(f"error: {e}")

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
-from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir, save_checkpoint
+from midalign.checkpoint import load_model, resolve_model_dir, save_checkpoint
+from midalign.errors import MidalignError
 from midalign.lora import apply_lora, lora_modules
 
 
@@ -63,5 +64,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (AdapterError, CheckpointError) as e:
+    except MidalignError as e:
         sys.exit(f"error: {e}")

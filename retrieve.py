@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midalign.adapters import AdapterError, load_adapter
+from midalign.adapters import load_adapter
 from midalign.align import POOLING
-from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
+from midalign.checkpoint import load_model, resolve_model_dir
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
-from midalign.errors import DataError
+from midalign.errors import DataError, MidalignError
 from midalign.io import atomic_write_text
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average
@@ -185,6 +185,7 @@ def plot(results_list: list[tuple[str, dict]], out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     written.append(out / "accuracy_vs_layer.png")
+    out.mkdir(parents=True, exist_ok=True)
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
     if len(results_list) == 1:
@@ -239,7 +240,6 @@ def pearson_permutation(x: np.ndarray, y: np.ndarray, permutations: int, seed: i
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.correlate:
         result = correlate(*args.correlate, args.permutations)
         atomic_write_text(args.out / "correlation.json", json.dumps(result, indent=1))
@@ -286,5 +286,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (AdapterError, CheckpointError, DataError) as e:
+    except MidalignError as e:
         sys.exit(f"error: {e}")

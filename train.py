@@ -30,14 +30,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from midalign.adapters import AdapterError, adapter_from_model, save_adapter
+from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import CheckpointError, load_model, resolve_model_dir
-from midalign.config import ConfigError, ModelConfig
+from midalign.config import ModelConfig
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner, mt_examples
-from midalign.errors import DataError
+from midalign.errors import DataError, MidalignError
 from midalign.distributed import World, close_world, init_world
 from midalign.io import atomic_dir, atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
@@ -45,7 +45,7 @@ from midalign.memory import estimate_training_memory
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import answer_tokens, collate, encode_examples, task_loss
-from midalign.tokenizer import ChatTokenizer, TokenizerError
+from midalign.tokenizer import ChatTokenizer
 
 # Every preset is a set of flag defaults; an explicit flag always wins. `paper` = App. D.1.
 PRESETS = {
@@ -555,7 +555,7 @@ def cli(argv: list[str] | None = None) -> None:
     """main() with the errors a user can fix printed as one line and exit status 1."""
     try:
         main(argv)
-    except (AdapterError, CheckpointError, ConfigError, DataError, TokenizerError, TrainingDiverged) as e:
+    except (MidalignError, TrainingDiverged) as e:
         sys.exit(f"error: {e}")
 
 

@@ -23,13 +23,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from midalign.errors import MidalignError
 from midalign.io import atomic_dir
 from midalign.lora import LoRAConfig, apply_lora, lora_modules
 
 PEFT_PREFIX = "base_model.model."
 
 
-class AdapterError(ValueError):
+class AdapterError(MidalignError, ValueError):
     """An adapter that cannot be read, or does not fit the model or the other adapters."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from midalign.errors import MidalignError
 from midalign.config import ModelConfig
 from midalign.model import CausalLM
 
@@ -26,7 +27,7 @@ HUB_FILES = [
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MidalignError, RuntimeError):
     """A checkpoint that cannot be found, fetched or loaded; the message says what to do."""
 
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from midalign.errors import MidalignError
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
 
 
-class ConfigError(ValueError):
+class ConfigError(MidalignError, ValueError):
     """A config.json that midalign cannot run faithfully."""
 
 

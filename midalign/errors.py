@@ -1,5 +1,10 @@
-"""The error every data loader raises: its message names the file (and line) and the fix."""
+"""The errors a user can fix. Each message names what was wrong, where (file, line, key), and the fix;
+the scripts print it as one line `error: …` and exit with status 1."""
 
 
-class DataError(ValueError):
+class MidalignError(Exception):
+    """Base of every error a user can fix (bad data, settings, checkpoint, adapter, tokenizer)."""
+
+
+class DataError(MidalignError, ValueError):
     """Data that cannot be fetched or parsed; the message names the file and the fix."""

@@ -24,10 +24,12 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from midalign.errors import MidalignError
+
 Message = dict[str, str]
 
 
-class TokenizerError(ValueError):
+class TokenizerError(MidalignError, ValueError):
     """A tokenizer folder or chat template that cannot be used."""
 
 
@@ -54,7 +56,11 @@ class ChatTokenizer:
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise TokenizerError(f"{folder}: no tokenizer.json; midalign needs a fast (tokenizers) tokenizer file")
-        self.tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
+            raise TokenizerError(f"{path}: not a readable tokenizers file ({e}); re-download or re-convert the "
+                                 f"model") from e
         config = _read_json(folder / "tokenizer_config.json")
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]

@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_args, write_tiny_data
 from midalign.data.tasks import load_massive, load_pairs, load_parallel_jsonl, load_uner
 from midalign.data.udhr import Version, resolve_versions
+from midalign.errors import DataError
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,3 +76,25 @@ def test_cli_error_is_one_line_and_exit_status_1(tiny_chat_checkpoint, tmp_path)
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 1 and res.stderr.strip() == f"error: {tmp_path / 'empty.tsv'}: file is empty"
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "retrieve.py"])
+@pytest.mark.parametrize("file, text, message", [
+    ("config.json", '{"model_type": "llama",\n "hidden_size": 64,,}', "config.json:2: not valid JSON"),
+    ("config.json", '{"model_type": "gpt2"}', "model_type 'gpt2' is not supported"),
+    ("tokenizer.json", "{not json", "tokenizer.json"),
+])
+def test_bad_model_files_are_one_line_errors(tiny_chat_checkpoint, tmp_path, script, file, text, message):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_chat_checkpoint, model)
+    (model / file).write_text(text)
+    data = write_tiny_data(tmp_path / "data")
+    args = {"train.py": tiny_args(model, data, tmp_path / "run"),
+            "evaluate.py": ["--model", str(model), "--data", str(data["dev"]), "--out", str(tmp_path / "run")],
+            "retrieve.py": ["--model", str(model), "--out", str(tmp_path / "run")]}[script]
+    res = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+    assert message in res.stderr and str(model) in res.stderr
+    assert not (tmp_path / "run").exists()

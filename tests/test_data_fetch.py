@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_args, write_tiny_data
 from midalign.data import sources
 from midalign.data.experiments import EXPERIMENTS, MASSIVE_LOCALES
 from midalign.data.tasks import Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner
@@ -72,36 +71,35 @@ def zip_bytes(members: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def massive_row(locale: str, partition: str, utt: str, annot: str) -> str:
-    return json.dumps({"id": "1", "locale": locale, "partition": partition, "scenario": "alarm",
-                       "intent": "alarm_set", "utt": utt, "annot_utt": annot}, ensure_ascii=False)
+FIXTURES = Path(__file__).parent / "fixtures" / "publishers"  # real-file excerpts: see its README.md
+LASER_CODES = {"cy": "cym", "jv": "jav", "sw": "swh", "ja": "jpn", "tl": "tgl", "da": "dan", "sv": "swe"}
 
 
-MASSIVE = {f"1.1/data/{loc}.jsonl": "\n".join([
-    massive_row(loc, "train", "wake me up at five am", "wake me up at [time : five am]"),
-    massive_row(loc, "dev", "olly quiet", "olly quiet"),
-    massive_row(loc, "test", "set an alarm for monday", "set an alarm for [date : monday]")]) + "\n"
-    for loc in [*MASSIVE_LOCALES.values(), "zh-TW"]}
+def massive_file(locale: str) -> str:
+    """The MASSIVE README's real en-US and de-DE records, as a train/dev/test file of `locale`."""
+    en, de = (json.loads((FIXTURES / "massive" / f).read_text()) for f in ("en-US.jsonl", "de-DE.jsonl"))
+    rows = [{**en, "locale": locale, "partition": "train"}, {**de, "locale": locale, "partition": "dev"},
+            {**en, "locale": locale, "partition": "test"}]
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+MASSIVE = {f"1.1/data/{loc}.jsonl": massive_file(loc) for loc in [*MASSIVE_LOCALES.values(), "zh-TW"]}
 MASSIVE["1.1/LICENSE"] = "CC BY 4.0"
-TATOEBA_LINES = [("Bore da.", "Good morning."), ("", "Empty."), ("Diolch. Hwyl!", "Thanks. Bye!"),
-                 ("Rwy'n hoffi te.", "I like tea."), ("Mae'n braf.", "It is nice.")]
-WMT_XML = """<?xml version="1.0" encoding="utf-8"?>
-<dataset id="wmttest2023"><collection id="general">
- <doc id="d1" origlang="de"><src lang="de"><p><seg id="1">Hallo Welt.</seg><seg id="2">Zweiter Satz.</seg>
-   <seg id="3">Ohne Referenz.</seg></p></src>
-  <ref lang="en" translator="A"><p><seg id="1">Hello world.</seg><seg id="2">Second sentence.</seg><seg id="3"></seg></p></ref>
-  <hyp system="X" language="en"><p><seg id="1">Hi world.</seg></p></hyp></doc>
- <doc id="d2" origlang="de" testsuite="ts"><src lang="de"><p><seg id="1">Testsuite.</seg></p></src>
-  <ref lang="en" translator="A"><p><seg id="1">Test suite.</seg></p></ref></doc>
-</collection></dataset>"""
+# The official answer format of the UNER targets (the official parser's `"Results": [` list).
+UNER_TARGET = '{"Results": [{"TypeName": "PER", "Text": "Anna"}, {"TypeName": "LOC", "Text": "Lisboa"}]}'
+
+
+def laser(lang: str) -> tuple[str, str]:
+    code = LASER_CODES[lang]
+    return tuple((FIXTURES / "tatoeba-laser" / f"tatoeba.{code}-eng.{side}").read_text(encoding="utf-8")
+                 for side in (code, "eng"))
 
 
 def uner_parquet(split: str) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"id": i, "inputs": f"Find the entities: Anna lives in Lisbon. ({split} {i})",
-             "targets": '[{"type": "PER", "text": "Anna"}, {"type": "LOC", "text": "Lisbon"}]',
+    rows = [{"id": i, "inputs": f"Anna mora em Lisboa. ({split} {i})", "targets": UNER_TARGET,
              "dataset_name": "Uner-llm-instructions", "language": lang, "script": "Latn", "split": split}
             for i, lang in enumerate(["eng", "por", "zho", "dan", "swe"])]
     buf = io.BytesIO()
@@ -115,18 +113,17 @@ def publisher(monkeypatch, tmp_path):
              "/flores/flores200_dataset.tar.gz": tar_gz({
                  "flores200_dataset/dev/eng_Latn.dev": "One.\nTwo.\n", "flores200_dataset/dev/deu_Latn.dev": "Eins.\nZwei.\n",
                  "flores200_dataset/devtest/eng_Latn.devtest": "Three.\n", "flores200_dataset/README": "readme"}),
-             "/wmt/v.0.1.tar.gz": tar_gz({"wmt23-news-systems-v.0.1/xml/wmttest2023.de-en.all.xml": WMT_XML,
-                                          "wmt23-news-systems-v.0.1/xml/wmttest2023.cs-uk.all.xml": WMT_XML,
+             "/wmt/v.0.1.tar.gz": tar_gz({"wmt23-news-systems-v.0.1/xml/wmttest2023.ru-en.all.xml":
+                                          (FIXTURES / "wmt23/xml/wmttest2023.ru-en.all.xml").read_text(encoding="utf-8"),
                                           "wmt23-news-systems-v.0.1/txt/README": "x"})}
-    for lang in sources.TATOEBA_LANGS:
-        a, b = sorted([lang, "en"])
-        side = {lang: "\n".join(s for s, _ in TATOEBA_LINES), "en": "\n".join(e for _, e in TATOEBA_LINES)}
-        files[f"/opus/{a}-{b}.txt.zip"] = zip_bytes({f"Tatoeba.{a}-{b}.{a}": side[a] + "\n",
-                                                     f"Tatoeba.{a}-{b}.{b}": side[b] + "\n", "README": "opus"})
-    for x in sources.ALMA_LANGS:
-        for split in ("train", "valid"):
-            rows = [{"translation": {x: f"{x} sentence {i}", "en": f"English sentence {i}"}} for i in range(3)]
-            files[f"/alma/{split}/{x}-en/{split}.{x}-en.json"] = "\n".join(map(json.dumps, rows)).encode()
+    for lang in sources.TATOEBA_LANGS:  # OPUS names: en-swh.txt.zip → Tatoeba.en-swh.swh / .en
+        code = sources.OPUS_CODES.get(lang, lang)
+        a, b = sorted([code, "en"])
+        side = dict(zip((code, "en"), laser(lang)))
+        files[f"/opus/{a}-{b}.txt.zip"] = zip_bytes({f"Tatoeba.{a}-{b}.{a}": side[a], f"Tatoeba.{a}-{b}.{b}": side[b],
+                                                     "README": "opus"})
+    for path in (FIXTURES / "alma").rglob("*.*"):  # the publisher's human_written_data/<x>en/ files
+        files[f"/alma/{path.relative_to(FIXTURES / 'alma')}"] = path.read_bytes()
     for split in ("train", "validation", "test"):
         files[f"/aya/{split}-00000-of-00001.parquet"] = uner_parquet(split)
     Publisher.files, Publisher.truncate_once, Publisher.requests = files, set(), []
@@ -135,40 +132,119 @@ def publisher(monkeypatch, tmp_path):
     base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setattr(sources, "URLS", {
         "massive": f"{base}/massive/amazon-massive-dataset-1.1.tar.gz", "tatoeba": f"{base}/opus/{{pair}}.txt.zip",
-        "flores": f"{base}/flores/flores200_dataset.tar.gz", "alma": f"{base}/alma/{{split}}/{{x}}-en/{{split}}.{{x}}-en.json",
+        "flores": f"{base}/flores/flores200_dataset.tar.gz", "alma": f"{base}/alma/{{x}}en/{{file}}",
         "wmt23": f"{base}/wmt/v.0.1.tar.gz", "uner": f"{base}/aya/{{split}}-00000-of-00001.parquet"})
     monkeypatch.setattr(sources, "PUBLISHED", {})
     yield tmp_path / "data"
     server.shutdown()
 
 
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
 def test_each_dataset_becomes_files_the_loaders_read(publisher, capsys):
     root = publisher
     [massive] = sources.ensure("massive", root, progress=False)
     assert sorted(p.name for p in massive.glob("*.jsonl"))[:3] == ["af-ZA.jsonl", "ar-SA.jsonl", "az-AZ.jsonl"]
-    assert [ex.answer for ex in load_massive(massive / "de-DE.jsonl", "train")] == ["time: five am"]
+    assert [ex.answer for ex in load_massive(massive / "de-DE.jsonl", "train")] == ["time: five am; date: this week"]
+    assert [ex.answer for ex in load_massive(massive / "de-DE.jsonl", "dev")] == ["date: diese woche; time: fünf uhr morgens"]
     assert "CC BY 4.0" in capsys.readouterr().err  # licence and citation on first use
-
-    [cy] = sources.ensure("tatoeba", root, ["cy"], progress=False)
-    # empty and multi-sentence translations dropped (either side), as the paper filtered Tatoeba
-    assert load_pairs(cy / "cy-en.tsv") == [Pair("cy", "Bore da.", "Good morning."), Pair("cy", "Rwy'n hoffi te.", "I like tea."),
-                                            Pair("cy", "Mae'n braf.", "It is nice.")]
 
     [flores] = sources.ensure("flores", root, progress=False)
     assert (flores / "dev" / "deu_Latn.dev").read_text() == "Eins.\nZwei.\n" and (flores / "devtest" / "eng_Latn.devtest").is_file()
 
-    [de] = sources.ensure("alma", root, ["de"], progress=False)
-    assert [ex.user for ex in load_parallel_jsonl(de / "train.de-en.jsonl", "de", "en")] == [f"de sentence {i}" for i in range(3)]
-    assert load_pairs(de / "pairs.tsv")[0] == Pair("de", "de sentence 0", "English sentence 0")
-
-    [wmt] = sources.ensure("wmt23", root, progress=False)
-    assert sorted(p.name for p in wmt.glob("*.jsonl")) == ["test.de-en.jsonl"]  # X↔en pairs only
-    got = [(ex.user, ex.answer) for ex in load_parallel_jsonl(wmt / "test.de-en.jsonl", "de", "en")]
-    assert got == [("Hallo Welt.", "Hello world."), ("Zweiter Satz.", "Second sentence.")]  # no testsuite, no empty ref
-
     [uner] = sources.ensure("uner", root, progress=False)
     [ex] = load_uner(uner / "test.pt.jsonl")
-    assert ex.lang == "pt" and json.loads(ex.answer)[1] == {"type": "LOC", "text": "Lisbon"}
+    assert ex.lang == "pt" and ex.answer == UNER_TARGET
+
+
+def test_tatoeba_opus_names_and_the_filter_on_real_lines(publisher):
+    sw, cy = sources.ensure("tatoeba", publisher, ["sw", "cy"], progress=False)
+    assert ("/opus/en-swh.txt.zip", None) in Publisher.requests and ("/opus/cy-en.txt.zip", None) in Publisher.requests
+    src, en = (lines(FIXTURES / "tatoeba-laser" / f"tatoeba.swh-eng.{s}") for s in ("swh", "eng"))
+    kept = load_pairs(sw / "sw-en.tsv")
+    # read by hand (fixture README): lines 27 and 37 hold two sentences; every other line is kept, in order
+    expected = [Pair("sw", s, e) for n, (s, e) in enumerate(zip(src, en), 1) if n not in (27, 37)]
+    assert kept == expected and len(kept) == 38
+    assert len(load_pairs(cy / "cy-en.tsv")) == 40
+
+
+def test_alma_real_layout_and_icelandic_dev(publisher):
+    cs, is_ = sources.ensure("alma", publisher, ["cs", "is"], progress=False)
+    assert ("/alma/csen/train.cs-en.cs", None) in Publisher.requests
+    assert ("/alma/isen/test.is-en.json", None) in Publisher.requests  # no valid.is-en.json upstream
+    train = load_parallel_jsonl(cs / "train.cs-en.jsonl", "cs", "en")
+    src, en = (lines(FIXTURES / "alma/csen" / f"train.cs-en.{s}") for s in ("cs", "en"))
+    assert [(ex.user, ex.answer) for ex in train] == list(zip(src, en))
+    valid = json.loads((FIXTURES / "alma/csen/valid.cs-en.json").read_text(encoding="utf-8"))
+    assert [ex.user for ex in load_parallel_jsonl(cs / "valid.cs-en.jsonl", "cs", "en")] == [r["translation"]["cs"] for r in valid]
+    dev = json.loads((FIXTURES / "alma/isen/test.is-en.json").read_text(encoding="utf-8"))
+    assert [ex.answer for ex in load_parallel_jsonl(is_ / "valid.is-en.jsonl", "is", "en")] == [r["translation"]["en"] for r in dev]
+    assert load_pairs(cs / "pairs.tsv")[0] == Pair("cs", src[0], en[0])  # MT aligns on its own training pairs
+
+
+def test_wmt23_xml_refA_counts(publisher):
+    xml = (FIXTURES / "wmt23/xml/wmttest2023.ru-en.all.xml").read_bytes()
+    src, tgt, rows = sources.wmt_xml_pairs(xml, "refA")
+    # independent count: <seg> lines between each <ref … translator="refA"> and its </ref>
+    text = xml.decode()
+    refs = [block.split("</ref>")[0] for block in text.split('translator="refA">')[1:]]
+    assert (src, tgt) == ("ru", "en") and len(rows) == sum(block.count("<seg ") for block in refs) > 0
+    assert rows[0] == ("ТЕХНИЧЕСКИЙ РЕГЛАМЕНТ ЧЕМПИОНАТА РОССИИ ВФЛА В ПОМЕЩЕНИИ, ВСЕРОССИЙСКИЕ СОРЕВНОВАНИЯ В ПОМЕЩЕНИИ",
+                       refs[0].split('<seg id="1">')[1].split("</seg>")[0])
+    assert sources.wmt_xml_pairs(xml, "refB")[2] == []
+    # the release archive must hold every X↔English direction: the excerpt archive has only ru-en
+    with pytest.raises(DataError, match=r"no xml/wmttest2023\.de-en\.all\.xml"):
+        sources.ensure("wmt23", publisher, progress=False)
+    assert not (publisher / "wmt23").exists()
+
+
+def test_wmt23_txt_layout_per_direction(tmp_path):
+    [wmt] = sources.ensure("wmt23", tmp_path, progress=False, local=FIXTURES / "wmt23")
+    names = sorted(p.stem.split(".")[1] for p in wmt.glob("test.*.jsonl"))
+    assert names == sorted(d for d in sources.WMT23_DIRECTIONS if d not in sources.WMT23_MISSING)
+    txt = FIXTURES / "wmt23/txt"
+    for d, ref in (("ru-en", "refA"), ("en-he", "refB"), ("he-en", "refB")):
+        s, t = d.split("-")
+        pairs = list(zip(lines(txt / f"sources/generaltest2023.{d}.src.{s}"),
+                         lines(txt / f"references/generaltest2023.{d}.ref.{ref}.{t}")))
+        got = [(ex.user, ex.answer) for ex in load_parallel_jsonl(wmt / f"test.{d}.jsonl", s, t)]
+        assert got == [(a, b) for a, b in pairs if a.strip() and b.strip()] and got
+
+
+def test_wmt23_hub_copy_adds_is_and_reverses_en_cs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    hub, txt = tmp_path / "WMT23-Test", FIXTURES / "wmt23/txt"
+    for d in sources.WMT23_DIRECTIONS:
+        if d == "cs-en":
+            continue
+        s, t = d.split("-")
+        have = (txt / f"sources/generaltest2023.{d}.src.{s}").is_file()
+        a = lines(txt / f"sources/generaltest2023.{d}.src.{s}") if have else [f"{s} {i}" for i in range(3)]
+        b = lines(txt / f"references/generaltest2023.{d}.ref.refA.{t}") if have else [f"{t} {i}" for i in range(3)]
+        (hub / d).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist([{d: {s: x, t: y}} for x, y in zip(a, b)]),
+                       hub / d / "test-00000-of-00001-0123abcd.parquet")
+    [wmt] = sources.ensure("wmt23-hub", tmp_path / "data", progress=False, local=hub)
+    assert sorted(p.stem.split(".")[1] for p in wmt.glob("test.*.jsonl")) == sorted(sources.WMT23_DIRECTIONS)
+    cs_en = load_parallel_jsonl(wmt / "test.cs-en.jsonl", "cs", "en")
+    en_cs = lines(txt / "sources/generaltest2023.en-cs.src.en")
+    assert [ex.answer for ex in cs_en] == en_cs  # cs→en is en→cs read backwards, as the official script
+
+
+def test_a_direction_without_rows_is_an_error(tmp_path):
+    copy = tmp_path / "wmt23"
+    import shutil
+
+    shutil.copytree(FIXTURES / "wmt23", copy)
+    (copy / "txt/references/generaltest2023.de-en.ref.refA.en").write_text("\n" * 8)
+    (copy / "txt/sources/generaltest2023.de-en.src.de").write_text("\n" * 8)
+    with pytest.raises(DataError, match=r"generaltest2023\.de-en\.ref\.refA\.en: no segments with a reference for de-en"):
+        sources.ensure("wmt23", tmp_path / "data", progress=False, local=copy)
+    assert not (tmp_path / "data" / "wmt23").exists()
 
 
 def test_truncated_download_is_reported_then_resumed(publisher):
@@ -243,8 +319,13 @@ def test_mt_and_json_experiments_select_the_papers_files(publisher):
     train, dev, pairs = EXPERIMENTS["mt"].train_files(publisher)
     assert [p.name for p in train] == [f"train.{x}-en.jsonl" for x in ["cs", "de", "is", "ru", "zh"]]
     assert [p.name for p in dev] == [f"valid.{x}-en.jsonl" for x in ["cs", "de", "is", "ru", "zh"]]
-    assert load_pairs(pairs[1])[2] == Pair("de", "de sentence 2", "English sentence 2")  # aligned on its own pairs
-    assert [p.name for p in EXPERIMENTS["mt"].test_files(publisher)] == ["test.de-en.jsonl"]
+    de, en = (lines(FIXTURES / "alma/deen" / f"train.de-en.{s}") for s in ("de", "en"))
+    assert load_pairs(pairs[1])[2] == Pair("de", de[2], en[2])  # aligned on its own pairs
+    assert EXPERIMENTS["mt"].train_files(publisher, task=False) == ([], [], pairs)
+    sources.ensure("wmt23", publisher, progress=False, local=FIXTURES / "wmt23")
+    names = [p.name.split(".")[1] for p in EXPERIMENTS["mt"].test_files(publisher)]
+    assert names == ["de-en", "en-cs", "en-de", "en-he", "en-ja", "en-ru", "en-uk", "en-zh", "he-en", "ja-en",
+                     "ru-en", "uk-en", "zh-en"]
     train, dev, pairs = EXPERIMENTS["json"].train_files(publisher)
     assert [p.name for p in train] == ["train.en.jsonl", "train.pt.jsonl", "train.zh.jsonl"]
     assert [p.name for p in pairs] == ["da-en.tsv", "sv-en.tsv"]
@@ -261,5 +342,5 @@ def test_evaluate_experiment_groups_supervised_aligned_and_transfer(publisher, t
     scores = json.loads((out / "scores.json").read_text())
     assert sorted(scores["per_language"]) == sorted(EXPERIMENTS["slot"].test_langs)  # zh = zh-CN only
     assert scores["n_examples"] == 20  # one test utterance per locale
-    assert scores["group_members"] == {"supervised": ["ar", "en", "es", "ru", "zh"], "aligned": ["cy", "jv", "ja", "sw", "tl"],
+    assert scores["group_members"] == {"supervised": ["ar", "en", "es", "ru", "zh"], "aligned": ["cy", "ja", "jv", "sw", "tl"],  # in test-set order
                                        "transfer": ["af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur"]}

@@ -30,19 +30,40 @@ def test_slot_and_mt_evaluation_write_consistent_scores(tiny_chat_checkpoint, tm
     preds = [json.loads(l) for l in (tmp_path / "slot" / "predictions.jsonl").read_text().splitlines()]
     assert [p["lang"] for p in preds] == ["en", "de"] and set(scores["per_language"]) == {"en", "de"}
     for row, p in zip(rows, preds):
-        assert scores["per_language"][p["lang"]]["f1"] == 100 * slot_f1([row["annot_utt"]], [p["prediction"]], p["lang"])["f1"]
+        assert scores["per_language"][p["lang"]]["f1"] == \
+            100 * slot_f1([row["utt"]], [row["annot_utt"]], [p["prediction"]], p["lang"])["f1"]
     assert scores["groups"] == {"supervised": scores["per_language"]["en"]["f1"], "transfer": scores["per_language"]["de"]["f1"]}
 
-    mt = [{"translation": {"de": f"Satz {i}.", "en": f"Sentence {i}."}} for i in range(3)]
-    (tmp_path / "test.de-en.jsonl").write_text("\n".join(json.dumps(r) for r in mt))
-    res = run_eval("--model", str(tiny_chat_checkpoint), "--data", str(tmp_path / "test.de-en.jsonl"),
-                   "--max-new-tokens", "6", "--out", str(tmp_path / "mt"))
+
+
+def test_mt_is_scored_per_direction_on_real_wmt23(tiny_chat_checkpoint, tmp_path):
+    """Real WMT23 segments (fixtures/publishers/wmt23/txt), both directions of ru↔en and zh→en in one run:
+    one score per direction, never pooled, each with the target language's BLEU tokenizer."""
+    from midalign.data import sources
+
+    [wmt] = sources.ensure("wmt23", tmp_path / "data", progress=False,
+                           local=Path(__file__).parent / "fixtures/publishers/wmt23")
+    files = [wmt / f"test.{d}.jsonl" for d in ("ru-en", "en-ru", "zh-en", "en-zh")]
+    res = run_eval("--model", str(tiny_chat_checkpoint), "--data", *map(str, files), "--limit", "3",
+                   "--max-new-tokens", "6", "--groups", "supervised=ru", "transfer=zh", "--out", str(tmp_path / "mt"))
     assert res.returncode == 0, res.stderr
     scores = json.loads((tmp_path / "mt" / "scores.json").read_text())
-    preds = [json.loads(l)["prediction"] for l in (tmp_path / "mt" / "predictions.jsonl").read_text().splitlines()]
-    assert scores["per_language"]["de"]["bleu"] == mt_scores(preds, [r["translation"]["en"] for r in mt], "en")["bleu"]
-    assert scores["per_language"]["de"]["comet"] == "skipped"
-    assert (tmp_path / "mt" / "table.md").read_text().startswith("| model | de |")
+    preds = [json.loads(l) for l in (tmp_path / "mt" / "predictions.jsonl").read_text().splitlines()]
+    assert list(scores["per_language"]) == ["ru-en", "en-ru", "zh-en", "en-zh"]
+    for d in scores["per_language"]:
+        s, t = d.split("-")
+        rows = [json.loads(l)["translation"] for l in (wmt / f"test.{d}.jsonl").read_text().splitlines()][:3]
+        hyps = [p["prediction"] for p in preds if p["input"] in {r[s] for r in rows}]
+        expected = mt_scores(hyps, [r[t] for r in rows], t)
+        assert scores["per_language"][d]["bleu"] == expected["bleu"]
+        assert scores["per_language"][d]["bleu_signature"] == expected["bleu_signature"]
+        assert f"{d}: BLEU" in res.stdout and expected["bleu_signature"] in res.stdout  # one row per direction
+    assert "tok:zh" in scores["per_language"]["en-zh"]["bleu_signature"]
+    assert "tok:13a" in scores["per_language"]["en-ru"]["bleu_signature"]
+    assert scores["group_members"] == {"supervised →en": ["ru-en"], "supervised en→": ["en-ru"],
+                                       "transfer →en": ["zh-en"], "transfer en→": ["en-zh"]}
+    assert scores["per_language"]["ru-en"]["comet"] == "skipped"
+    assert (tmp_path / "mt" / "table.md").read_text().startswith("| model | ru-en | en-ru |")
 
 
 def test_bad_test_file_names_file_and_line(tiny_chat_checkpoint, tmp_path):
