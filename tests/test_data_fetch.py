@@ -344,3 +344,65 @@ def test_evaluate_experiment_groups_supervised_aligned_and_transfer(publisher, t
     assert scores["n_examples"] == 20  # one test utterance per locale
     assert scores["group_members"] == {"supervised": ["ar", "en", "es", "ru", "zh"], "aligned": ["cy", "ja", "jv", "sw", "tl"],  # in test-set order
                                        "transfer": ["af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur"]}
+
+
+def dry_run(capsys, *argv: str) -> dict:
+    import train
+
+    train.main(["--dry-run", *argv])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_presets_resolve_as_the_paper(publisher, tiny_checkpoint, capsys):
+    """τ by model family (App. D.1), the paper preset with an experiment, every flag overriding it."""
+    family = json.loads((tiny_checkpoint / "config.json").read_text())["model_type"]
+    settings = dry_run(capsys, "--experiment", "slot", "--model", str(tiny_checkpoint), "--data-dir", str(publisher))
+    assert settings["temperature"] == {"llama": 0.1, "qwen2": 1.5}[family]
+    assert settings["task"] == "slot" and settings["align_layer"] == 2 and settings["batch_size"] == 32
+    assert settings["align_langs"] == ["cy", "jv", "ja", "sw", "tl"]
+    assert not (publisher / "massive").exists()  # a dry run downloads nothing
+    settings = dry_run(capsys, "--experiment", "slot", "--task", "none", "--temperature", "0.5",
+                       "--model", str(tiny_checkpoint), "--data-dir", str(publisher))
+    assert settings["task"] == "none" and settings["temperature"] == 0.5 and settings["train_langs"] is None
+
+
+def test_experiment_alignment_only_trains_no_task_and_holds_out_dev_pairs(publisher, tiny_chat_checkpoint, tmp_path):
+    import train
+
+    out = tmp_path / "align"
+    train.main(["--experiment", "slot", "--task", "none", "--data-dir", str(publisher), "--model",
+                str(tiny_chat_checkpoint), "--max-steps", "2", "--eval-every", "2", "--align-batch-size", "4",
+                "--grad-accum", "2", "--out", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "none" and config["micro_batches"] == ["align", "align"] and config["train_data"] is None
+    assert not (publisher / "massive").exists()  # the task data is not even fetched
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert all("task_loss" not in r for r in rows if "eval" not in r)
+    [ev] = [r for r in rows if "eval" in r]
+    assert ev["dev_loss"] == ev["dev_align_loss"] > 0  # alignment dev pairs held out from the Tatoeba data
+
+
+def test_hold_out_is_per_language_and_disjoint():
+    import train
+
+    pairs = [Pair(l, f"{l} {i}", f"en {i}") for l in ("cy", "sw") for i in range(40)] + [Pair("jv", "jv 0", "en 0")]
+    kept, dev = train.hold_out(pairs, seed=0)
+    assert sorted(kept + dev, key=str) == sorted(pairs, key=str) and not set(kept) & set(dev)
+    assert sorted(p.lang for p in dev) == ["cy"] * 4 + ["sw"] * 4  # 10% of 40; a language with 1 pair keeps it
+    assert train.hold_out(pairs, seed=0) == (kept, dev)
+
+
+def test_a_run_without_dev_data_says_so_and_keeps_the_last_adapter(tiny_chat_checkpoint, tmp_path, capfd):
+    import train
+    from conftest import write_tiny_data
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    train.main(["--model", str(tiny_chat_checkpoint), "--train-data", str(data["train"]), "--align-data",
+                str(data["pairs"]), "--align-layer", "2", "--batch-size", "2", "--align-batch-size", "4",
+                "--grad-accum", "2", "--max-steps", "4", "--eval-every", "2", "--patience", "1", "--out", str(out)])
+    assert "no dev data" in capfd.readouterr().err
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # no evaluations, no early stop after `patience`
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (out / "best" / name).read_bytes() == (out / "last" / name).read_bytes()
