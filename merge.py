@@ -2,11 +2,11 @@
 
     python merge.py --adapters runs/task/best runs/align/best --weights 0.9 0.1 --method cat --out merged
 
---method linear   averages the A matrices and the B matrices separately: what "averaging LoRA weights"
-                  means in the paper. NOT the weighted average of the weight updates: the product of the
-                  averages has cross terms B_i A_j (i != j).
---method cat      the exact weighted sum of updates sum_i w_i s_i B_i A_i, by concatenating ranks
-                  (rank r1 + r2 + ...; adapters of different ranks are fine).
+--method linear   peft's add_weighted_adapter(combination_type="linear"), what a peft user of the paper
+                  ran: A = sum sqrt(w_i s_i) A_i, B = sum sqrt(w_i s_i) B_i (equal ranks). Its update
+                  holds w_i s_i B_i A_i plus cross terms B_i A_j (i != j): not the weighted average.
+--method cat      peft's "cat": the exact weighted sum of updates sum_i w_i s_i B_i A_i, by
+                  concatenating ranks (rank r1 + r2 + ...; adapters of different ranks are fine).
 --into-base       also fold the merged update into the base weights and write a full HF checkpoint
                   that transformers and midalign both load.
 """
@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapters", nargs="+", required=True, type=Path, help="adapter folders (PEFT format)")
     parser.add_argument("--weights", nargs="+", type=float, help="one weight per adapter (default: equal)")
     parser.add_argument("--method", choices=["linear", "cat"], default="linear",
-                        help="linear: average A and B separately (the paper's averaging; has cross terms); "
-                             "cat: exact weighted sum of updates by concatenating ranks")
+                        help="linear: peft's linear (√(w·s) on each factor; cross terms); "
+                             "cat: peft's cat, the exact weighted sum of updates by concatenating ranks")
     parser.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
     parser.add_argument("--into-base", action="store_true",
                         help="write a full merged HF checkpoint instead of an adapter")

@@ -15,6 +15,7 @@ by "averaging their weights" (task weight 0.9):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +164,12 @@ def _same_model(a: str, b: str) -> bool:
 
 
 def merge_adapters(adapters: list[Adapter], weights: list[float], method: str) -> Adapter:
-    """Combine adapters: 'linear' (A and B averaged separately) or 'cat' (exact Σ wᵢ sᵢ Bᵢ Aᵢ)."""
+    """Combine adapters as peft's `add_weighted_adapter` does (paper §6.3; REFERENCE.md §5); scaling 1.
+
+    linear: A = Σ sign(wᵢsᵢ)·√|wᵢsᵢ|·Aᵢ, B = Σ √|wᵢsᵢ|·Bᵢ (equal ranks). The update BA holds the wanted
+            wᵢsᵢBᵢAᵢ plus cross terms √(w₁s₁w₂s₂)(B₁A₂ + B₂A₁): not the weighted average of the updates.
+    cat:    A = [w₁s₁A₁; w₂s₂A₂; …], B = [B₁ B₂ …] (rank Σrᵢ): exactly Σ wᵢsᵢBᵢAᵢ.
+    """
     if len(adapters) != len(weights) or len(adapters) < 2:
         raise AdapterError(f"need at least two adapters and one weight each (got {len(adapters)} and {len(weights)})")
     first = adapters[0]
@@ -173,18 +179,21 @@ def merge_adapters(adapters: list[Adapter], weights: list[float], method: str) -
                                f"({sorted(ad.config.targets)} vs {sorted(first.config.targets)})")
         if ad.base_model and first.base_model and not _same_model(ad.base_model, first.base_model):
             raise AdapterError(f"adapter {i} was trained on '{ad.base_model}', adapter 1 on '{first.base_model}'")
+    ws = [w * ad.config.scaling for ad, w in zip(adapters, weights)]  # wᵢsᵢ
     if method == "linear":
-        if len({(ad.config.r, ad.config.scaling) for ad in adapters}) > 1:
-            raise AdapterError("'linear' needs equal rank and scaling in all adapters; use --method cat")
-        merged = {name: (sum(w * ad.weights[name][0] for ad, w in zip(adapters, weights)),
-                         sum(w * ad.weights[name][1] for ad, w in zip(adapters, weights)))
+        if len({ad.config.r for ad in adapters}) > 1:
+            raise AdapterError("'linear' needs equal ranks in all adapters (as peft); use --method cat")
+        root = [math.sqrt(abs(x)) for x in ws]
+        merged = {name: (sum(math.copysign(r, x) * ad.weights[name][0] for ad, r, x in zip(adapters, root, ws)),
+                         sum(r * ad.weights[name][1] for ad, r in zip(adapters, root)))
                   for name in first.weights}
-        return Adapter(first.config, first.base_model, merged)
-    if method == "cat":
-        merged = {name: (torch.cat([ad.weights[name][0] for ad in adapters], dim=0),
-                         torch.cat([w * ad.config.scaling * ad.weights[name][1] for ad, w in zip(adapters, weights)], dim=1))
+        r = first.config.r
+    elif method == "cat":
+        merged = {name: (torch.cat([x * ad.weights[name][0] for ad, x in zip(adapters, ws)], dim=0),
+                         torch.cat([ad.weights[name][1] for ad in adapters], dim=1))
                   for name in first.weights}
         r = sum(ad.config.r for ad in adapters)
-        config = LoRAConfig(r=r, alpha=float(r), dropout=first.config.dropout, targets=first.config.targets)
-        return Adapter(config, first.base_model, merged)  # scaling alpha / r = 1
-    raise AdapterError(f"unknown merge method '{method}' (linear, cat)")
+    else:
+        raise AdapterError(f"unknown merge method '{method}' (linear, cat)")
+    config = LoRAConfig(r=r, alpha=float(r), dropout=first.config.dropout, targets=first.config.targets)
+    return Adapter(config, first.base_model, merged)  # scaling alpha / r = 1

@@ -155,29 +155,57 @@ def delta(adapter: Adapter, name: str) -> torch.Tensor:
 
 
 def test_cat_merge_is_the_exact_weighted_sum_of_updates_and_linear_is_not():
-    a1, a2 = random_adapter(0, r=4), random_adapter(1, r=4)
+    a1, a2 = random_adapter(0, r=4, alpha=8.0), random_adapter(1, r=4, alpha=16.0)  # scalings 2 and 4
     cat = merge_adapters([a1, a2], [0.9, 0.1], "cat")
     lin = merge_adapters([a1, a2], [0.9, 0.1], "linear")
-    assert cat.config.r == 8 and cat.config.scaling == 1.0
+    assert cat.config.r == 8 and cat.config.scaling == lin.config.scaling == 1.0 and lin.config.r == 4
     for name in a1.weights:
         exact = 0.9 * delta(a1, name) + 0.1 * delta(a2, name)
         torch.testing.assert_close(delta(cat, name), exact, atol=1e-5, rtol=1e-6)
         (A1, B1), (A2, B2) = a1.weights[name], a2.weights[name]
-        torch.testing.assert_close(lin.weights[name][0], 0.9 * A1 + 0.1 * A2)
-        torch.testing.assert_close(lin.weights[name][1], 0.9 * B1 + 0.1 * B2)
-        cross = a1.config.scaling * 0.9 * 0.1 * (B1 @ A2 + B2 @ A1)  # what linear adds beyond 0.81/0.01 terms
-        expected_lin = a1.config.scaling * (0.81 * B1 @ A1 + 0.01 * B2 @ A2) + cross
-        torch.testing.assert_close(delta(lin, name), expected_lin, atol=1e-4, rtol=1e-5)
+        k1, k2 = 0.9 * 2.0, 0.1 * 4.0  # wᵢsᵢ
+        cross = (k1 * k2) ** 0.5 * (B1 @ A2 + B2 @ A1)  # what linear adds to the exact sum
+        torch.testing.assert_close(delta(lin, name), k1 * B1 @ A1 + k2 * B2 @ A2 + cross, atol=1e-4, rtol=1e-5)
         assert (delta(lin, name) - exact).abs().max() > 1e-2
-    # different ranks: fine for cat, refused by linear
+    # different ranks: fine for cat, refused by linear (as peft)
     a3 = random_adapter(2, r=2, alpha=4.0)
     mixed = merge_adapters([a1, a3], [0.5, 0.5], "cat")
     for name in a1.weights:
         torch.testing.assert_close(delta(mixed, name), 0.5 * delta(a1, name) + 0.5 * delta(a3, name), atol=1e-5, rtol=1e-6)
-    with pytest.raises(AdapterError, match="equal rank and scaling"):
+    with pytest.raises(AdapterError, match="equal ranks"):
         merge_adapters([a1, a3], [0.5, 0.5], "linear")
     with pytest.raises(AdapterError, match="targets other modules"):
         merge_adapters([a1, random_adapter(3, 4, names=("model.layers.0.mlp.up_proj",))], [0.5, 0.5], "cat")
+
+
+@pytest.mark.parametrize("method, ranks", [("linear", (4, 4)), ("cat", (4, 2))])
+def test_merges_equal_peft_add_weighted_adapter(tiny, tmp_path, method, ranks):
+    """Adapters made by peft (unequal alphas/scalings), merged by both libraries with the paper's 0.9 / 0.1:
+    the same tensors and the same logits of the merged model."""
+    torch.manual_seed(0)
+    base = hf_model(tiny)
+    configs = [peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(DEFAULT_TARGETS), lora_dropout=0.0,
+                               init_lora_weights=False) for r, alpha in zip(ranks, (16, 4))]
+    model = peft.get_peft_model(base, configs[0], adapter_name="task")
+    model.add_adapter("align", configs[1])
+    for name in ("task", "align"):
+        model.save_pretrained(tmp_path / "peft", selected_adapters=[name])
+    model.add_weighted_adapter(["task", "align"], [0.9, 0.1], "merged", combination_type=method)
+    model.set_adapter("merged")
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+
+    ours = merge_adapters([read_adapter(tmp_path / "peft" / n) for n in ("task", "align")], [0.9, 0.1], method)
+    theirs = {k.replace("base_model.model.", "").replace(".lora_A.merged.weight", ""): v
+              for k, v in model.state_dict().items() if ".lora_A.merged." in k}
+    for name, (a, b) in ours.weights.items():
+        torch.testing.assert_close(a, theirs[name], atol=1e-6, rtol=1e-6)
+    save_adapter(ours, tmp_path / "merged")
+    mid = load_model(tiny, device="cpu")
+    load_adapter(mid, tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(mid(ids).logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_merge_cli_into_base_gives_base_plus_adapter_logits_in_both_libraries(tiny, tmp_path):
@@ -205,7 +233,7 @@ def test_merge_cli_into_base_gives_base_plus_adapter_logits_in_both_libraries(ti
         torch.testing.assert_close(merged(ids).logits, expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(hf_model(tmp_path / "full")(ids).logits, expected, atol=1e-5, rtol=0)
     res = run("--adapters", *paths, "--method", "linear", "--out", str(tmp_path / "lin"))
-    assert res.returncode != 0 and "equal rank and scaling" in res.stderr and not (tmp_path / "lin").exists()
+    assert res.returncode != 0 and "equal ranks" in res.stderr and not (tmp_path / "lin").exists()
 
 
 @pytest.mark.slow
