@@ -180,7 +180,8 @@ class DecoderLayer(nn.Module):
 class ModelOutput:
     logits: Tensor | None = None  # (B, T or logits_to_keep, vocab); None when not computed
     last_hidden_state: Tensor | None = None  # (B, T, d) after the final norm; None when stopped early
-    hidden_states: dict[int, Tensor] = field(default_factory=dict)  # HF index → (B, T, d), no final norm
+    # HF index → (B, T, d): 0 = embeddings, i < L = output of layer i (no norm), L = after the final norm
+    hidden_states: dict[int, Tensor] = field(default_factory=dict)
 
 
 class DecoderModel(nn.Module):
@@ -217,8 +218,9 @@ class CausalLM(nn.Module):
         """Run the decoder on `input_ids` (B, T).
 
         attention_mask: (B, past + T), 1 = token, 0 = padding (left or right); None = no padding.
-        output_hidden_states: HF indices to return (0 = embeddings, i = output of layer i, no norm).
-        stop_after_layer: run layers 1..k only — no later layers, no final norm, no LM head.
+        output_hidden_states: HF indices to return (0 = embeddings, i = output of layer i, no norm; the
+            last index L is after the final norm, as transformers' `hidden_states[L]`).
+        stop_after_layer: run layers 1..k only; for k < L no later layers, no final norm, no LM head.
         logits_to_keep: 0 = logits for all positions, n = the last n only, None = no LM head.
         """
         cfg = self.config
@@ -252,13 +254,15 @@ class CausalLM(nn.Module):
                 x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)  # RNG state preserved
             else:
                 x = layer(x, cos, sin, mask, cache)
-            if i in wanted:
+            if i in wanted and i < cfg.num_hidden_layers:
                 out.hidden_states[i] = x
         if cache is not None:
             cache.advance(T)
         if n_layers < cfg.num_hidden_layers:
             return out
         out.last_hidden_state = self.model.norm(x)
+        if cfg.num_hidden_layers in wanted:
+            out.hidden_states[cfg.num_hidden_layers] = out.last_hidden_state
         if logits_to_keep is not None:
             h = out.last_hidden_state if logits_to_keep == 0 else out.last_hidden_state[:, -logits_to_keep:]
             out.logits = self.lm_head(h)

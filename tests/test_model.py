@@ -28,11 +28,12 @@ def test_logits_and_every_hidden_state_match_transformers(tiny_checkpoint):
         hf = ref(ids, output_hidden_states=True)
     torch.testing.assert_close(out.logits, hf.logits, atol=ATOL, rtol=0)
     assert len(hf.hidden_states) == L + 1
-    for i in range(L):  # 0 = embeddings, i = output of layer i
+    for i in range(L + 1):  # 0 = embeddings, i = output of layer i; L after the final norm (as transformers)
         torch.testing.assert_close(out.hidden_states[i], hf.hidden_states[i], atol=ATOL, rtol=0)
-    # HF's last entry has the final norm applied; midalign's index L is the raw layer output (no norm).
-    torch.testing.assert_close(ours.model.norm(out.hidden_states[L]), hf.hidden_states[L], atol=ATOL, rtol=0)
     torch.testing.assert_close(out.last_hidden_state, hf.hidden_states[L], atol=ATOL, rtol=0)
+    with torch.no_grad():  # a pass that stops at L (no LM head) gives the same, normed, last state
+        early = ours(ids, output_hidden_states=[L], stop_after_layer=L, logits_to_keep=None)
+    torch.testing.assert_close(early.hidden_states[L], hf.hidden_states[L], atol=ATOL, rtol=0)
 
 
 def test_stop_after_layer_runs_only_the_needed_layers(tiny_checkpoint):

@@ -141,3 +141,18 @@ def test_logits_identical_to_transformers_on_multilingual_batch(real):
     diff = (ours[real_pos] - theirs[real_pos]).abs().max().item()
     assert diff <= 2 * hf_noise + 1e-5, (diff, hf_noise)
     assert (ours[real_pos].argmax(-1) == theirs[real_pos].argmax(-1)).all()
+
+
+@pytest.mark.slow
+def test_every_hidden_state_equals_transformers_on_real_text(real):
+    """HF indexing on the real models: 0 = embeddings, i = layer i, L = after the final norm."""
+    alias, folder, hf, _ = real
+    model = load_model(folder, device="cpu")
+    one = torch.tensor([ChatTokenizer(folder).encode(UDHR_ARTICLE_1["de"])])
+    L = model.config.num_hidden_layers
+    with torch.no_grad():
+        ours = model(one, output_hidden_states=range(L + 1), logits_to_keep=None).hidden_states
+        theirs = hf(one, output_hidden_states=True).hidden_states
+    assert len(theirs) == L + 1
+    for i in range(L + 1):
+        torch.testing.assert_close(ours[i], theirs[i], atol=1e-4, rtol=1e-5)
