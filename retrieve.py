@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only plot accuracy vs layer for these results.json files (overlaid) into --out")
     g.add_argument("--correlate", nargs=2, type=Path, metavar=("RESULTS", "SCORES"),
                    help="only correlate per-language retrieval accuracy with downstream scores (Fig. 1b)")
+    g.add_argument("--layer", type=int,
+                   help="--correlate: the layer whose per-language accuracy is correlated (default: the middle, "
+                        "L/2, as Fig. 1b)")
     g.add_argument("--permutations", type=int, default=10000, help="permutations for the correlation p-value")
     return p.parse_args(argv)
 
@@ -127,9 +130,6 @@ def summarise(acc: torch.Tensor, layers: list[int], langs: list[str]) -> dict:
     per_language = {lang: {"as_source": [torch.nanmean(acc[i, li]).item() for i in range(len(layers))],
                            "as_target": [torch.nanmean(acc[i, :, li]).item() for i in range(len(layers))]}
                     for li, lang in enumerate(langs)}
-    for li, lang in enumerate(langs):  # the per-language figure used for correlation: even layers, both roles
-        both = torch.cat([acc[even, li].flatten(), acc[even, :, li].flatten()]) if even else torch.tensor([])
-        per_language[lang]["average"] = torch.nanmean(both).item() if even else float("nan")
     return {
         "per_layer": per_layer,
         "paper_average": paper_average(acc, layers) if even else None,
@@ -207,24 +207,33 @@ def plot(results_list: list[tuple[str, dict]], out: Path) -> list[Path]:
     return written
 
 
-def correlate(results_path: Path, scores_path: Path, permutations: int) -> dict:
-    """Pearson r between per-language retrieval accuracy and downstream score, permutation p-value."""
+def correlate(results_path: Path, scores_path: Path, permutations: int, layer: int | None = None) -> dict:
+    """Pearson r between per-language retrieval accuracy at one layer (default the middle one, Fig. 1b:
+    the language as source and as target, averaged) and the downstream score; permutation p-value.
+    MT scores per direction (`de-en`) count for the non-English language of the X→English direction."""
     results = json.loads(results_path.read_text())
     raw = json.loads(scores_path.read_text())
     scores = raw.get("per_language", raw) if isinstance(raw, dict) else None
     if not isinstance(scores, dict):
         raise DataError(f"{scores_path}: expected {{lang: score}} or {{'per_language': {{lang: score}}}}")
-    scores = {k: (v["score"] if isinstance(v, dict) else v) for k, v in scores.items()}
+    scores = {k.removesuffix("-en"): (v["score"] if isinstance(v, dict) else v) for k, v in scores.items()
+              if not k.startswith("en-")}
+    layers = results["layers"]
+    layer = max(layers) // 2 if layer is None else layer
+    if layer not in layers:
+        raise DataError(f"{results_path}: layer {layer} was not evaluated (layers {layers[0]}..{layers[-1]}); "
+                        f"choose --layer among them")
+    i = layers.index(layer)
     out = {}
     for pool, s in results["pools"].items():
         langs = [l for l in s["per_language"] if l in scores]
         if len(langs) < 3:
             raise DataError(f"{scores_path}: fewer than 3 languages shared with {results_path}")
-        x = np.array([s["per_language"][l]["average"] for l in langs])
+        x = np.array([(s["per_language"][l]["as_source"][i] + s["per_language"][l]["as_target"][i]) / 2 for l in langs])
         y = np.array([float(scores[l]) for l in langs])
         r, p = pearson_permutation(x, y, permutations)
-        out[pool] = {"pearson_r": r, "p_value": p, "n_languages": len(langs), "languages": langs}
-        print(f"{pool}: Pearson r = {r:.3f} (permutation p = {p:.4f}, {len(langs)} languages)")
+        out[pool] = {"layer": layer, "pearson_r": r, "p_value": p, "n_languages": len(langs), "languages": langs}
+        print(f"{pool}: layer {layer}: Pearson r = {r:.3f} (permutation p = {p:.4f}, {len(langs)} languages)")
     return out
 
 
@@ -241,7 +250,7 @@ def pearson_permutation(x: np.ndarray, y: np.ndarray, permutations: int, seed: i
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.correlate:
-        result = correlate(*args.correlate, args.permutations)
+        result = correlate(*args.correlate, args.permutations, args.layer)
         atomic_write_text(args.out / "correlation.json", json.dumps(result, indent=1))
         return
     if args.compare:

@@ -14,6 +14,7 @@ import torch
 from conftest import hf_model
 from midalign.align import mean_pool
 from midalign.checkpoint import load_model
+from midalign.errors import DataError
 from midalign.retrieval import embed_layers, margin_retrieval, paper_average, retrieval_accuracy
 
 ROOT = Path(__file__).parent.parent
@@ -137,3 +138,26 @@ def test_retrieve_cli_end_to_end_on_a_tiny_model(tiny_chat_checkpoint, tmp_path)
     res = subprocess.run([sys.executable, str(ROOT / "retrieve.py"), "--model", str(tiny_chat_checkpoint),
                           "--data", str(bad), "--out", str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode != 0 and "bad.jsonl:2: not valid JSON" in res.stderr
+
+
+def test_correlate_uses_the_middle_layer_by_default(tmp_path):
+    """Fig. 1b: per-language accuracy at the middle layer (as source and target, averaged) against the
+    downstream score; Pearson r checked against scipy, MT directions mapped to their X language."""
+    import retrieve
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(0)
+    langs, layers = ["de", "sw", "cy", "ja", "is"], list(range(5))
+    per_language = {l: {"as_source": rng.random(5).tolist(), "as_target": rng.random(5).tolist()} for l in langs}
+    (tmp_path / "results.json").write_text(json.dumps({"layers": layers, "pools": {"mean": {"per_language": per_language}}}))
+    scores = {f"{l}-en": {"score": float(rng.random())} for l in langs} | {"en-de": {"score": 99.0}}
+    (tmp_path / "scores.json").write_text(json.dumps({"per_language": scores}))
+    x = [(per_language[l]["as_source"][2] + per_language[l]["as_target"][2]) / 2 for l in langs]
+    y = [scores[f"{l}-en"]["score"] for l in langs]
+    out = retrieve.correlate(tmp_path / "results.json", tmp_path / "scores.json", 200)["mean"]
+    assert out["layer"] == 2 and out["pearson_r"] == pytest.approx(pearsonr(x, y)[0])
+    x4 = [(per_language[l]["as_source"][4] + per_language[l]["as_target"][4]) / 2 for l in langs]
+    assert retrieve.correlate(tmp_path / "results.json", tmp_path / "scores.json", 200, layer=4)["mean"]["pearson_r"] == \
+        pytest.approx(pearsonr(x4, y)[0])
+    with pytest.raises(DataError, match="layer 9 was not evaluated"):
+        retrieve.correlate(tmp_path / "results.json", tmp_path / "scores.json", 200, layer=9)
