@@ -17,24 +17,20 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 
 from midalign.adapters import load_adapter
 from midalign.checkpoint import load_model, resolve_model_dir
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
-from midalign.data.tasks import Example, Pair, load_massive, load_parallel_jsonl, load_uner, mt_examples
+from midalign.data.tasks import Example, Pair, mt_examples
 from midalign.errors import DataError, MidalignError
-from midalign.generate import generate
+from midalign.evaluation import (MAIN_METRIC, MAX_NEW_TOKENS, group_averages, group_units, load_examples, predict,
+                                 score_units)
 from midalign.io import atomic_write_text
-from midalign.metrics import json_f1, mt_scores, slot_f1
 from midalign.registry import DEFAULT_MODEL
 from midalign.tokenizer import ChatTokenizer
 
-MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 128
-MAIN_METRIC = {"slot": "f1", "mt": "bleu", "json": "f1"}
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
 
 
@@ -76,41 +72,9 @@ def test_examples(args) -> list[Example]:
         return mt_examples([Pair(l, r[l], r["en"]) for l in langs for r in rows])
     if not args.data:
         raise DataError(f"--task {args.task} needs --data (see --help for the formats)")
-    files = [f for path in args.data for f in (sorted(path.glob("*.jsonl")) if path.is_dir() else [path])]
-    if args.task == "slot":
-        out = [ex for f in files for ex in load_massive(f, "test", args.langs)]
-    elif args.task == "json":
-        out = [ex for f in files for ex in load_uner(f) if not args.langs or ex.lang in args.langs]
-    else:
-        out = []
-        for f in files:
-            pair = f.name.split(".")[-2] if f.name.count(".") >= 2 else ""
-            if "-" not in pair:
-                raise DataError(f"{f}: cannot tell the language pair; name the file like test.de-en.jsonl")
-            src, tgt = pair.split("-", 1)
-            out += [ex for ex in load_parallel_jsonl(f, src, tgt) if not args.langs or ex.lang in args.langs]
-    if args.limit:
-        kept, counts = [], Counter()
-        for ex in out:
-            if counts[ex.unit] < args.limit:
-                kept.append(ex)
-                counts[ex.unit] += 1
-        out = kept
-    missing = sorted(set(args.langs or []) - {ex.lang for ex in out}) if not args.experiment else []
-    if not out or missing:
-        raise DataError(f"no test examples in {', '.join(map(str, args.data))} for languages "
-                        f"{', '.join(missing) or args.langs or 'any'}")
-    return out
-
-
-def score_unit(task: str, examples: list[Example], predictions: list[str]) -> dict:
-    """The task's scores for one language (one direction for MT)."""
-    lang = examples[0].lang
-    if task == "slot":
-        return slot_f1([ex.user for ex in examples], [ex.annot for ex in examples], predictions, lang)
-    if task == "json":
-        return json_f1([ex.answer for ex in examples], predictions)
-    return mt_scores(predictions, [ex.answer for ex in examples], examples[0].target)
+    # an experiment's languages may lack a test set in the chosen copy (said when its files were chosen)
+    examples = load_examples(args.task, args.data, None if args.experiment else args.langs, args.limit)
+    return [ex for ex in examples if not args.langs or ex.lang in args.langs]
 
 
 def comet_scores(examples: list[Example], predictions: list[str], python: Path | None) -> list[float] | None:
@@ -132,23 +96,6 @@ def comet_scores(examples: list[Example], predictions: list[str], python: Path |
     if run.returncode != 0:
         raise RuntimeError(f"COMET failed in {python}: {run.stderr.strip()[-500:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
-
-
-def group_units(groups: dict[str, list[str]], units: list[str]) -> dict[str, list[str]]:
-    """Language groups → the scored units in each; MT groups split by direction (X→en and en→X are
-    never averaged together, as the paper's tables)."""
-    out = {}
-    for name, langs in groups.items():
-        for suffix, keep in (("", lambda u: "-" not in u), (" →en", lambda u: u.endswith("-en")),
-                             (" en→", lambda u: u.startswith("en-"))):
-            members = [u for u in units if keep(u) and (set(u.split("-")) - {"en"} or {"en"}) & set(langs)]
-            if members:
-                out[name + suffix] = members
-    return out
-
-
-def group_averages(per_unit: dict[str, dict], groups: dict[str, list[str]], metric: str) -> dict[str, float]:
-    return {name: sum(per_unit[u][metric] for u in units) / len(units) for name, units in groups.items()}
 
 
 def markdown_table(per_unit: dict[str, dict], groups: dict[str, float], metric: str, label: str) -> str:
@@ -193,37 +140,23 @@ def main(argv: list[str] | None = None) -> None:
     model, tok = load_model(folder, device=args.device), ChatTokenizer(folder, args.no_default_template)
     if args.adapter:
         load_adapter(model, args.adapter)
-    prompts = [tok.chat_ids(ex.messages() if ex.system else ex.messages()[1:]) for ex in examples]
-    start = time.perf_counter()
-    outputs = generate(model, prompts, max_new, tok.eos_ids, tok.pad_id, args.batch_size, progress=True)
-    seconds = time.perf_counter() - start
-    predictions = [tok.decode(o).strip() for o in outputs]
-    n_tokens = sum(len(o) for o in outputs)
-
-    per_unit = {}
-    members = {u: [i for i, ex in enumerate(examples) if ex.unit == u] for u in units}
-    for unit, idx in members.items():
-        per_unit[unit] = score_unit(args.task, [examples[i] for i in idx], [predictions[i] for i in idx])
-        if args.task in ("slot", "json"):
-            per_unit[unit]["f1"] *= 100
+    predictions, generation = predict(model, tok, examples, max_new, args.batch_size)
+    per_unit = score_units(args.task, examples, predictions)
     metric = MAIN_METRIC[args.task]
     if args.task == "mt":
         comet = comet_scores(examples, predictions, args.comet_python)
-        for unit, idx in members.items():
+        for unit in units:
+            idx = [i for i, ex in enumerate(examples) if ex.unit == unit]
             per_unit[unit]["comet"] = (100 * sum(comet[i] for i in idx) / len(idx)) if comet else "skipped"
             if "tok:13a" in per_unit[unit]["bleu_signature"] and unit.endswith("-ja"):
                 print(f"note: {unit} BLEU fell back to the 13a tokenizer (ja-mecab not installed)", file=sys.stderr)
         if comet is None:
             print("note: COMET-22 skipped (unbabel-comet not importable; pass --comet-python PATH)", file=sys.stderr)
-    for unit in units:
-        per_unit[unit]["score"] = per_unit[unit][metric]
-    averages = group_averages(per_unit, groups, metric)
+    averages = group_averages(per_unit, groups)
     label = f"{args.model}" + (f" + {args.adapter}" if args.adapter else "")
     scores = {"task": args.task, "model": args.model, "adapter": str(args.adapter) if args.adapter else None,
               "metric": metric, "n_examples": len(examples), "per_language": per_unit, "groups": averages,
-              "group_members": groups, "generation": {"seconds": round(seconds, 1), "new_tokens": n_tokens,
-                                                      "tokens_per_s": round(n_tokens / seconds, 2),
-                                                      "batch_size": args.batch_size, "max_new_tokens": max_new}}
+              "group_members": groups, "generation": generation}
     atomic_write_text(args.out / "predictions.jsonl", "".join(
         json.dumps({"lang": ex.lang, "input": ex.user, "reference": ex.answer, "prediction": p}, ensure_ascii=False) + "\n"
         for ex, p in zip(examples, predictions)))
@@ -235,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         for unit in units:
             print(f"{unit}: BLEU {per_unit[unit]['bleu']:.1f} ({per_unit[unit]['bleu_signature']}), "
                   f"chrF {per_unit[unit]['chrf']:.1f}")
-    print(f"{len(examples)} examples, {n_tokens} new tokens in {seconds:.0f} s ({n_tokens / seconds:.1f} tokens/s, "
-          f"batch {args.batch_size}); wrote {args.out}/scores.json, predictions.jsonl, table.md")
+    print(f"{len(examples)} examples, {generation['new_tokens']} new tokens in {generation['seconds']:.0f} s "
+          f"({generation['tokens_per_s']:.1f} tokens/s, batch {args.batch_size}); wrote {args.out}/scores.json, "
+          f"predictions.jsonl, table.md")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,18 @@
                   concatenating ranks (rank r1 + r2 + ...; adapters of different ranks are fine).
 --into-base       also fold the merged update into the base weights and write a full HF checkpoint
                   that transformers and midalign both load.
+--search W …      the paper's choice of the task weight (§6.3: 0.9 among 0.5, 0.7, 0.9 on the MASSIVE dev
+                  set): merge with weights (W, 1 - W) for each W, score each merged model on --dev-data,
+                  keep the best in --out; every weight's scores go to --out/search.json.
+
+    python merge.py --adapters runs/slot/best runs/align/best --search 0.5 0.7 0.9 \
+        --task slot --dev-data massive/ --limit 100 --out runs/merged
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -35,14 +42,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
     parser.add_argument("--into-base", action="store_true",
                         help="write a full merged HF checkpoint instead of an adapter")
-    parser.add_argument("--model", help="base model for --into-base (default: the adapters' base_model_name_or_path)")
-    return parser.parse_args(argv)
+    parser.add_argument("--model", help="base model for --into-base and --search (default: the adapters' "
+                                        "base_model_name_or_path)")
+    g = parser.add_argument_group("weight search (two adapters: task first)")
+    g.add_argument("--search", nargs="+", type=float, metavar="W", help="task weights to try (the other gets 1 - W)")
+    g.add_argument("--task", choices=["slot", "mt", "json"], help="the task of --dev-data")
+    g.add_argument("--dev-data", nargs="+", type=Path,
+                   help="dev files as evaluate.py --data reads them (MASSIVE: the 'dev' partition)")
+    g.add_argument("--langs", nargs="+", help="dev languages (default: all in the data)")
+    g.add_argument("--limit", type=int, help="at most this many dev examples per language (per direction for MT)")
+    g.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512, json 512")
+    g.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    args = parser.parse_args(argv)
+    if args.search and (len(args.adapters) != 2 or not args.task or not args.dev_data or args.weights or args.into_base):
+        parser.error("--search takes exactly two --adapters (task, alignment), --task and --dev-data, and no "
+                     "--weights or --into-base")
+    return args
+
+
+def search(args, adapters: list) -> None:
+    """Merge with (w, 1 - w) for each w, score the merged model on the dev data, keep the best."""
+    from midalign.evaluation import MAX_NEW_TOKENS, load_examples, predict, score_units
+    from midalign.io import atomic_write_text
+    from midalign.tokenizer import ChatTokenizer
+
+    examples = load_examples(args.task, args.dev_data, args.langs, args.limit, partition="dev")
+    base = args.model or adapters[0].base_model
+    if not base:
+        raise AdapterError("the adapters record no base model; pass --model")
+    folder = resolve_model_dir(base)
+    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder)
+    results, best = {}, None
+    for w in args.search:
+        merged = merge_adapters(adapters, [w, 1 - w], args.method)
+        if not lora_modules(model):
+            apply_lora(model, merged.config)
+        load_adapter_weights(model, merged, where=f"merge with weights {w}, {1 - w:g}")
+        predictions, _ = predict(model, tok, examples, args.max_new_tokens or MAX_NEW_TOKENS[args.task], args.batch_size)
+        per_unit = score_units(args.task, examples, predictions)
+        score = sum(s["score"] for s in per_unit.values()) / len(per_unit)
+        results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()}}
+        print(f"task weight {w:g}: dev score {score:.2f} (mean over {len(per_unit)} languages)")
+        if best is None or score > best[0]:
+            best = (score, w, merged)
+    score, w, merged = best
+    save_adapter(merged, args.out)
+    atomic_write_text(args.out / "search.json", json.dumps({"method": args.method, "task": args.task, "best_weight": w,
+                                                            "weights": results}, indent=1))
+    print(f"best task weight {w:g} (dev score {score:.2f}); wrote the merged adapter and search.json to {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     weights = args.weights or [1.0 / len(args.adapters)] * len(args.adapters)
     adapters = [read_adapter(a) for a in args.adapters]
+    if args.search:
+        search(args, adapters)
+        return
     merged = merge_adapters(adapters, weights, args.method)
     if not args.into_base:
         save_adapter(merged, args.out)

@@ -286,3 +286,43 @@ def test_adapter_base_check_accepts_an_alias_and_its_cache_folder(tmp_path, monk
     assert _same_model("smollm2-135m-instruct", str(folder))
     assert not _same_model("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
     assert not _same_model("smollm2-135m-instruct", str(tmp_path))
+
+
+def test_merge_weight_search_keeps_the_best_on_dev_data(tiny_chat_checkpoint, tmp_path):
+    """merge.py --search: each weight's dev score equals evaluate.py's score of that merged adapter, and
+    the adapter kept is the merge with the best weight."""
+    import json
+
+    from conftest import write_tiny_data
+
+    data = write_tiny_data(tmp_path / "data")
+    paths = []
+    for seed, alpha in ((0, 8.0), (1, 16.0)):
+        model = load_model(tiny_chat_checkpoint, device="cpu")
+        model.name_or_path = str(tiny_chat_checkpoint)
+        apply_lora(model, LoRAConfig(r=4, alpha=alpha, dropout=0.0))
+        randomise_lora(model, seed)
+        paths.append(tmp_path / f"a{seed}")
+        save_adapter(adapter_from_model(model, LoRAConfig(r=4, alpha=alpha, dropout=0.0)), paths[-1])
+    run = lambda script, *a: subprocess.run([sys.executable, str(ROOT / script), *a], capture_output=True, text=True,
+                                            cwd=ROOT)
+    res = run("merge.py", "--adapters", *map(str, paths), "--search", "0.5", "0.9", "--task", "mt", "--dev-data",
+              str(data["dev"]), "--max-new-tokens", "6", "--out", str(tmp_path / "best"))
+    assert res.returncode == 0, res.stderr
+    found = json.loads((tmp_path / "best" / "search.json").read_text())
+    assert set(found["weights"]) == {"0.5", "0.9"}
+    best = max(found["weights"], key=lambda w: found["weights"][w]["score"])
+    assert found["best_weight"] == float(best)
+    expected = merge_adapters([read_adapter(p) for p in paths], [float(best), 1 - float(best)], "linear")
+    kept = read_adapter(tmp_path / "best")
+    for name, (a, b) in expected.weights.items():
+        torch.testing.assert_close(kept.weights[name][0], a)
+        torch.testing.assert_close(kept.weights[name][1], b)
+    for w in ("0.5", "0.9"):
+        merge = run("merge.py", "--adapters", *map(str, paths), "--weights", w, str(1 - float(w)), "--out", str(tmp_path / w))
+        assert merge.returncode == 0, merge.stderr
+        ev = run("evaluate.py", "--model", str(tiny_chat_checkpoint), "--adapter", str(tmp_path / w), "--data",
+                 str(data["dev"]), "--max-new-tokens", "6", "--out", str(tmp_path / f"eval{w}"))
+        assert ev.returncode == 0, ev.stderr
+        scores = json.loads((tmp_path / f"eval{w}" / "scores.json").read_text())["per_language"]
+        assert found["weights"][w]["score"] == pytest.approx(sum(s["score"] for s in scores.values()) / len(scores))

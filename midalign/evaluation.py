@@ -1,0 +1,99 @@
+"""Generation on task examples and the paper's scores per language (per direction for MT) and per group
+(paper §4.2, Tables 2, 10, 11; REFERENCE.md §7). Used by evaluate.py and by merge.py's weight search."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from midalign.data.tasks import Example, load_massive, load_parallel_jsonl, load_uner
+from midalign.errors import DataError
+from midalign.generate import generate
+from midalign.metrics import json_f1, mt_scores, slot_f1
+
+MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 128
+MAIN_METRIC = {"slot": "f1", "mt": "bleu", "json": "f1"}
+
+
+def load_examples(task: str, paths: list[Path], langs: list[str] | None = None, limit: int | None = None,
+                  partition: str = "test") -> list[Example]:
+    """Examples from MASSIVE JSONL (slot; this `partition`), `<name>.<src>-<tgt>.jsonl` files (mt) or UNER
+    JSONL (json); at most `limit` per language (per direction for MT). A requested language without
+    examples is an error."""
+    files = [f for path in paths for f in (sorted(path.glob("*.jsonl")) if path.is_dir() else [path])]
+    if task == "slot":
+        out = [ex for f in files for ex in load_massive(f, partition, langs)]
+    elif task == "json":
+        out = [ex for f in files for ex in load_uner(f) if not langs or ex.lang in langs]
+    else:
+        out = []
+        for f in files:
+            pair = f.name.split(".")[-2] if f.name.count(".") >= 2 else ""
+            if "-" not in pair:
+                raise DataError(f"{f}: cannot tell the language pair; name the file like test.de-en.jsonl")
+            src, tgt = pair.split("-", 1)
+            out += [ex for ex in load_parallel_jsonl(f, src, tgt) if not langs or ex.lang in langs]
+    if limit:
+        kept, counts = [], Counter()
+        for ex in out:
+            if counts[ex.unit] < limit:
+                kept.append(ex)
+                counts[ex.unit] += 1
+        out = kept
+    missing = sorted(set(langs or []) - {ex.lang for ex in out})
+    if not out or missing:
+        raise DataError(f"no {task} examples in {', '.join(map(str, paths))} for languages "
+                        f"{', '.join(missing) or langs or 'any'}")
+    return out
+
+
+def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size: int,
+            progress: bool = True) -> tuple[list[str], dict]:
+    """Greedy outputs (decoded, stripped) and generation statistics."""
+    prompts = [tok.chat_ids(ex.messages() if ex.system else ex.messages()[1:]) for ex in examples]
+    start = time.perf_counter()
+    outputs = generate(model, prompts, max_new_tokens, tok.eos_ids, tok.pad_id, batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    n_tokens = sum(len(o) for o in outputs)
+    return [tok.decode(o).strip() for o in outputs], {
+        "seconds": round(seconds, 1), "new_tokens": n_tokens, "tokens_per_s": round(n_tokens / max(seconds, 1e-9), 2),
+        "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+
+
+def score_unit(task: str, examples: list[Example], predictions: list[str]) -> dict:
+    """The task's scores for one language (one direction for MT); F1 in percent."""
+    if task == "slot":
+        s = slot_f1([ex.user for ex in examples], [ex.annot for ex in examples], predictions, examples[0].lang)
+    elif task == "json":
+        s = json_f1([ex.answer for ex in examples], predictions)
+    else:
+        s = mt_scores(predictions, [ex.answer for ex in examples], examples[0].target)
+    if task in ("slot", "json"):
+        s["f1"] *= 100
+    return {**s, "score": s[MAIN_METRIC[task]]}
+
+
+def score_units(task: str, examples: list[Example], predictions: list[str]) -> dict[str, dict]:
+    """unit (language, or MT direction) → its scores, in the order the units first appear."""
+    members = {}
+    for i, ex in enumerate(examples):
+        members.setdefault(ex.unit, []).append(i)
+    return {u: score_unit(task, [examples[i] for i in idx], [predictions[i] for i in idx]) for u, idx in members.items()}
+
+
+def group_units(groups: dict[str, list[str]], units: list[str]) -> dict[str, list[str]]:
+    """Language groups → the scored units in each; MT groups split by direction (X→en and en→X are
+    never averaged together, as the paper's tables)."""
+    out = {}
+    for name, langs in groups.items():
+        for suffix, keep in (("", lambda u: "-" not in u), (" →en", lambda u: u.endswith("-en")),
+                             (" en→", lambda u: u.startswith("en-"))):
+            members = [u for u in units if keep(u) and (set(u.split("-")) - {"en"} or {"en"}) & set(langs)]
+            if members:
+                out[name + suffix] = members
+    return out
+
+
+def group_averages(per_unit: dict[str, dict], groups: dict[str, list[str]], metric: str = "score") -> dict[str, float]:
+    return {name: sum(per_unit[u][metric] for u in units) / len(units) for name, units in groups.items()}
