@@ -92,7 +92,8 @@ def workload_fn(name: str, impl: str, model, folder, device):
     import torch
 
     from midalign.align import alignment_loss, contrastive_loss, mean_pool
-    from midalign.generate import greedy_generate, left_pad, length_sorted_batches
+    from midalign.batching import left_pad, length_sorted_batches
+    from midalign.generate import greedy_generate
     from midalign.retrieval import embed_layers
     from midalign.sft import task_loss
     from midalign.tokenizer import ChatTokenizer

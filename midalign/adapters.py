@@ -24,9 +24,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from midalign.cache import cache_dir
 from midalign.errors import MidalignError
 from midalign.io import atomic_dir
 from midalign.lora import LoRAConfig, apply_lora, lora_modules
+from midalign.registry import REGISTRY
 
 PEFT_PREFIX = "base_model.model."
 
@@ -149,7 +151,6 @@ def load_adapter_weights(model: nn.Module, adapter: Adapter, where: str = "adapt
 def _same_model(a: str, b: str) -> bool:
     """Whether two model references name the same weights: equal, or the same folder once offline
     aliases are mapped to their cache folders (nothing is downloaded to decide)."""
-    from midalign.registry import REGISTRY, cache_dir
 
     def folder(name: str) -> str:
         if name in REGISTRY:

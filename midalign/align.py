@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from midalign.batching import left_pad
+
 POOLING = ("mean", "mean-skip-first")
 
 
@@ -37,12 +39,14 @@ def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
 
 
 def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symmetric: bool = False) -> Tensor:
-    """InfoNCE on cosine/τ: row k of `anchor` (n, d) must pick row k of `positive` (n, d) among all n."""
-    logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / temperature  # (n, n)
-    target = torch.arange(logits.shape[0], device=logits.device)
-    loss = F.cross_entropy(logits, target)
-    if symmetric:
-        loss = (loss + F.cross_entropy(logits.T, target)) / 2
+    """InfoNCE on cosine/τ: row k of `anchor` (n, d) must pick row k of `positive` (n, d) among all n.
+    Always in fp32, also inside a bf16 autocast region (cosines of near-parallel vectors need it)."""
+    with torch.autocast(anchor.device.type, enabled=False):
+        logits = F.normalize(anchor.float(), dim=-1) @ F.normalize(positive.float(), dim=-1).T / temperature  # (n, n)
+        target = torch.arange(logits.shape[0], device=logits.device)
+        loss = F.cross_entropy(logits, target)
+        if symmetric:
+            loss = (loss + F.cross_entropy(logits.T, target)) / 2
     return loss
 
 
@@ -54,7 +58,6 @@ def pooled_states(model, token_ids: list[list[int]], layer: int, pool: str = "me
     representation does not depend on its batch-mates, so this equals one padded batch while wasting
     little compute on padding. Each pass stops after `layer` (no upper layers, no LM head).
     """
-    from midalign.generate import left_pad
 
     device = model.lm_head.weight.device
     order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))

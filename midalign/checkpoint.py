@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from midalign.errors import MidalignError
+from midalign.errors import CheckpointError
 from midalign.config import ModelConfig
 from midalign.model import CausalLM
+from midalign.registry import REGISTRY, ensure_registry_model
 
 # What a model folder needs; everything else in a hub repo (pickles, GGUF, ONNX, …) is never fetched.
 HUB_FILES = [
@@ -25,10 +26,6 @@ HUB_FILES = [
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
 ]
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-class CheckpointError(MidalignError, RuntimeError):
-    """A checkpoint that cannot be found, fetched or loaded; the message says what to do."""
 
 
 def default_device() -> torch.device:
@@ -42,7 +39,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     """A folder holding config.json + safetensors for a local path, offline alias or hub id."""
-    from midalign.registry import REGISTRY, ensure_registry_model
 
     name = str(name_or_path)
     path = Path(name).expanduser()

@@ -39,6 +39,12 @@ class World:
         """The rank that writes files and prints."""
         return self.rank == 0
 
+    def device(self) -> torch.device:
+        """This process's device: its own GPU under torchrun with CUDA, else cuda when available, else cpu."""
+        if self.size > 1 and torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
     def trim(self, items: list) -> list:
         """A global micro-batch cut to a multiple of the world size, so that every rank gets as many
         items (a short alignment batch — too few distinct English sentences — or a task set smaller

@@ -8,3 +8,7 @@ class MidalignError(Exception):
 
 class DataError(MidalignError, ValueError):
     """Data that cannot be fetched or parsed; the message names the file and the fix."""
+
+
+class CheckpointError(MidalignError, RuntimeError):
+    """A checkpoint that cannot be found, fetched or loaded; the message says what to do."""

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor
 
+from midalign.batching import left_pad, length_sorted_batches
 from midalign.model import CausalLM, KVCache
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[Tensor, Tensor]:
-    """(input_ids, attention_mask), both (B, T_max), padded on the left."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, T - len(s):] = 1
-    return ids.to(device), mask.to(device)
 
 
 @torch.inference_mode()
@@ -50,13 +38,6 @@ def greedy_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_t
         stop = next((i for i, t in enumerate(row) if t in set(eos_ids)), len(row))
         results.append(row[:stop])
     return results
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length (longest first), to waste little on padding."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
 
 
 def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_ids: Sequence[int],

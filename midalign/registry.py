@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from midalign.checkpoint import CheckpointError
+from midalign.cache import cache_dir
+from midalign.errors import CheckpointError
 from midalign.io import atomic_dir
 
 
@@ -57,11 +58,6 @@ REGISTRY = {
     )
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
-
-
-def cache_dir() -> Path:
-    """Where midalign keeps converted models and data (MIDALIGN_CACHE, default ~/.cache/midalign)."""
-    return Path(os.environ.get("MIDALIGN_CACHE", "~/.cache/midalign")).expanduser()
 
 
 def ensure_registry_model(alias: str) -> Path:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from midalign.align import mean_pool
-from midalign.generate import length_sorted_batches
+from midalign.batching import left_pad, length_sorted_batches
 from midalign.model import CausalLM
 
 MARGINS = ("ratio", "cosine")
@@ -60,7 +60,6 @@ def embed_layers(model: CausalLM, token_ids: Sequence[Sequence[int]], layers: Se
     One forward pass per length-sorted batch, stopping after max(layers): no upper layers, no LM head,
     and every pooling computed from the same hidden states.
     """
-    from midalign.generate import left_pad
 
     device = model.lm_head.weight.device
     last = max(layers)

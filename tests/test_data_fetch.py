@@ -383,13 +383,13 @@ def test_experiment_alignment_only_trains_no_task_and_holds_out_dev_pairs(publis
 
 
 def test_hold_out_is_per_language_and_disjoint():
-    import train
+    from midalign.data.assemble import hold_out
 
     pairs = [Pair(l, f"{l} {i}", f"en {i}") for l in ("cy", "sw") for i in range(40)] + [Pair("jv", "jv 0", "en 0")]
-    kept, dev = train.hold_out(pairs, seed=0)
+    kept, dev = hold_out(pairs, seed=0)
     assert sorted(kept + dev, key=str) == sorted(pairs, key=str) and not set(kept) & set(dev)
     assert sorted(p.lang for p in dev) == ["cy"] * 4 + ["sw"] * 4  # 10% of 40; a language with 1 pair keeps it
-    assert train.hold_out(pairs, seed=0) == (kept, dev)
+    assert hold_out(pairs, seed=0) == (kept, dev)
 
 
 def test_a_run_without_dev_data_says_so_and_keeps_the_last_adapter(tiny_chat_checkpoint, tmp_path, capfd):

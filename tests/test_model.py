@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from conftest import hf_model, read_config, write_tiny_checkpoint
-from midalign.checkpoint import CheckpointError, load_model
+from midalign.checkpoint import load_model
+from midalign.errors import CheckpointError
 from midalign.config import ConfigError, ModelConfig
-from midalign.generate import greedy_generate, left_pad
+from midalign.batching import left_pad
+from midalign.generate import greedy_generate
 
 ATOL = 1e-5
 

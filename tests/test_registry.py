@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from midalign import registry
-from midalign.checkpoint import CheckpointError, load_model
+from midalign.checkpoint import load_model
+from midalign.errors import CheckpointError
 from midalign.tokenizer import ChatTokenizer
 from multilingual import UDHR_ARTICLE_1
 
@@ -120,7 +121,7 @@ def test_token_ids_and_chat_prompts_identical_to_transformers(real):
 
 @pytest.mark.slow
 def test_logits_identical_to_transformers_on_multilingual_batch(real):
-    from midalign.generate import left_pad
+    from midalign.batching import left_pad
 
     alias, folder, hf, _ = real
     model = load_model(folder, device="cpu")

@@ -77,10 +77,11 @@ def test_nan_loss_stops_naming_step_and_objective_and_keeps_the_last_good_checkp
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoint, tmp_path, monkeypatch):
     import train
+    from midalign import state
 
     data = write_tiny_data(tmp_path / "data")
     out = tmp_path / "run"
-    real_save_file, calls = train.save_file, []
+    real_save_file, calls = state.save_file, []
 
     def save_file(tensors, path):
         calls.append(path)
@@ -89,7 +90,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoi
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save_file(tensors, path)
 
-    monkeypatch.setattr(train, "save_file", save_file)
+    monkeypatch.setattr(state, "save_file", save_file)
     with pytest.raises(train.CheckpointError, match="No space left on device.*the previous training state is intact"):
         train.main(tiny_args(tiny_chat_checkpoint, data, out))
     assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
@@ -152,7 +153,8 @@ def test_chat_template_runs_in_the_sandbox(tiny_chat_checkpoint, tmp_path):
 def test_checkpoint_code_and_pickles_are_never_used(tiny_chat_checkpoint, tmp_path):
     import shutil
 
-    from midalign.checkpoint import CheckpointError, load_model
+    from midalign.checkpoint import load_model
+    from midalign.errors import CheckpointError
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_chat_checkpoint, folder)

