@@ -19,8 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from midalign.adapters import load_adapter
-from midalign.checkpoint import load_model, resolve_model_dir
+from midalign.checkpoint import default_device, load_model, resolve_model_dir
 from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import Example, Pair, mt_examples
@@ -28,6 +30,7 @@ from midalign.errors import DataError, MidalignError
 from midalign.evaluation import (MAIN_METRIC, MAX_NEW_TOKENS, group_averages, group_units, load_examples, predict,
                                  score_units)
 from midalign.io import atomic_write_text
+from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
 from midalign.tokenizer import ChatTokenizer
 
@@ -43,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
     p.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", choices=["bf16", "fp32"],
+                   help="weights' precision (default: bf16 on cuda, fp32 on cpu); LoRA factors stay fp32")
     p.add_argument("--data", nargs="+", type=Path,
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
@@ -137,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     max_new = args.max_new_tokens or (128 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
 
     folder = resolve_model_dir(args.model)
-    model, tok = load_model(folder, device=args.device), ChatTokenizer(folder, args.no_default_template)
+    device = torch.device(args.device) if args.device else default_device()
+    model = load_model(folder, device, resolve_dtype(args.dtype, device))
+    tok = ChatTokenizer(folder, args.no_default_template)
     if args.adapter:
         load_adapter(model, args.adapter)
     predictions, generation = predict(model, tok, examples, max_new, args.batch_size)

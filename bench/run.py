@@ -66,11 +66,12 @@ def peak_memory_mb(device) -> float:
 def build(impl: str, model_name: str, device, lora: bool):
     """(model, tokenizer folder) for 'midalign' or 'peer' (transformers + peft), in the default dtype."""
 
-    from midalign.checkpoint import default_dtype, load_model, resolve_model_dir
+    from midalign.checkpoint import load_model, resolve_model_dir
+    from midalign.precision import resolve_dtype
     from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora
 
     folder = resolve_model_dir(model_name)
-    dtype = default_dtype(device)
+    dtype = resolve_dtype(None, device)
     if impl == "midalign":
         model = load_model(folder, device=device, dtype=dtype)
         if lora:

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from midalign.errors import CheckpointError
 from midalign.config import ModelConfig
+from midalign.errors import CheckpointError
 from midalign.model import CausalLM
+from midalign.precision import resolve_dtype
 from midalign.registry import REGISTRY, ensure_registry_model
 
 # What a model folder needs; everything else in a hub repo (pickles, GGUF, ONNX, …) is never fetched.
@@ -30,11 +31,6 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA (the paper's setting), fp32 on CPU (bf16 matmuls measured ~7x slower there)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -142,7 +138,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     folder = resolve_model_dir(name_or_path)
     config = ModelConfig.from_hf(folder)
     device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    dtype = dtype or resolve_dtype(None, device)
     with torch.device("meta"):
         model = CausalLM(config)
     load_state_dict(model, folder, device, dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,7 @@ def tiny_args(checkpoint: Path, data: dict[str, Path], out: Path, *extra: str) -
             "--align-data", str(data["pairs"]), "--align-dev-data", str(data["pairs"]), "--align-layer", "2",
             "--batch-size", "2", "--align-batch-size", "4", "--grad-accum", "2", "--max-steps", "6",
             "--eval-every", "2", "--patience", "100", "--out", str(out), *extra]
+
+
+# The device the device-aware tests run on: cpu here and in CI; bench/gpu_check.sh sets cuda.
+TEST_DEVICE = torch.device(os.environ.get("MIDALIGN_TEST_DEVICE", "cpu"))
