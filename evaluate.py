@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
               "metric": metric, "n_examples": len(examples), "per_language": per_unit, "groups": averages,
               "group_members": groups, "generation": generation}
     atomic_write_text(args.out / "predictions.jsonl", "".join(
-        json.dumps({"lang": ex.lang, "input": ex.user, "reference": ex.answer, "prediction": p}, ensure_ascii=False) + "\n"
+        json.dumps({"lang": ex.lang, "unit": ex.unit, "input": ex.user, "reference": ex.answer, "prediction": p},
+                   ensure_ascii=False) + "\n"
         for ex, p in zip(examples, predictions)))
     atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=1, ensure_ascii=False))
     table = markdown_table(per_unit, averages, metric, label)

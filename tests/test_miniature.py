@@ -1,0 +1,44 @@
+"""The miniature study end to end at toy size (--quick) on the tiny model and real-file excerpts, and its
+report built from the result files alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "publishers"
+
+
+def test_quick_study_runs_every_stage_and_the_report_reads_the_result_files(tiny_chat_checkpoint, tmp_path):
+    results, report = tmp_path / "results", tmp_path / "docs" / "miniature.md"
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "experiments" / "miniature.py"), "--quick", "--model",
+                                     str(tiny_chat_checkpoint), "--results", str(results), "--work", str(tmp_path / "work"),
+                                     "--report", str(report), "--data-dir", str(tmp_path / "data"), "--alma-dir",
+                                     str(FIXTURES / "alma"), "--wmt23-dir", str(FIXTURES / "wmt23"), *a],
+                                    capture_output=True, text=True, cwd=ROOT)
+    res = run()
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = {"mt-base", "mt-sft-s0", "mt-sft-s1", "mt-joint-s0", "mt-joint-s1", "ret-base", "ret-sft", "ret-joint",
+                "ret-align-l1", "ret-align-l2", "ret-align-l3", "merge-search", "mt-merged", "udhr-sft",
+                "udhr-joint-unseen"}
+    assert {p.stem for p in results.glob("*.json")} == expected
+    text = report.read_text()
+    assert "Not run yet" not in text and text.count("## ") == 6
+    for plot in ("retrieval", "placement", "correlation", "dev_curve"):
+        assert (report.parent / f"miniature_{plot}.png").is_file(), plot
+    sft = json.loads((results / "mt-sft-s0.json").read_text())
+    assert set(sft["per_unit"]) == {"de-en", "ru-en", "zh-en", "he-en", "ja-en", "uk-en"}
+    assert all(len(v) == 2 for v in sft["segments"].values())  # test_per_direction segments, every model
+
+    # a second invocation reuses every result file (nothing is trained or evaluated again) ...
+    (tmp_path / "work").rename(tmp_path / "elsewhere")
+    res = run()
+    assert res.returncode == 0 and not (tmp_path / "work" / "sft-s0").exists(), res.stderr[-2000:]
+    # ... and the report is built from the files: an edited number shows up in it
+    search = json.loads((results / "merge-search.json").read_text())
+    search["best_weight"] = 0.123
+    (results / "merge-search.json").write_text(json.dumps(search))
+    assert run("--report-only").returncode == 0 and "**0.123**" in report.read_text()
