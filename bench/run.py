@@ -280,11 +280,9 @@ def limits(device) -> dict:
 def model_costs(model, sizes: dict) -> dict:
     """FLOPs of one task step (forward, and backward to the inputs: the base is frozen; attention scores
     included; LM head on the answer half) and the weight bytes one decoding step reads."""
-    import torch
-
     cfg = model.config
-    linear = sum(m.weight.numel() for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and ".layers." in f".{n}")
+    # the decoder layers' projection matrices (LoRA-wrapped or not; LoRA factors and norms left out)
+    linear = sum(p.numel() for n, p in model.named_parameters() if ".layers." in n and p.ndim == 2 and ".lora_" not in n)
     B, T, d, L, V = sizes["batch"], sizes["seq"], cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     attention = 3 * 4 * B * T * T * d * L  # QKᵀ and AV, forward + the two input gradients
     flops = 4 * linear * B * T + attention + 4 * V * d * B * T // 2

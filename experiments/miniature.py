@@ -289,6 +289,28 @@ def pearson(x: list[float], y: list[float]) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------------------------------- report
 
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_lines(path: Path, xlabel: str, ylabel: str, series: list[tuple[str, list, list]]) -> None:
+    """One line per (label, xs, ys); a label ending in "base" is drawn as the dashed baseline, named "base"."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, xs, ys in series:
+        base = label.endswith("base")
+        ax.plot(xs, ys, "k--" if base else "-", marker=None if base else "o", ms=3, label="base" if base else label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
 def render(study: Study, results: Path, report: Path, seconds: float | None, quick: bool = False) -> None:
     """docs/miniature.md (and its plots beside it) from the result files alone."""
     import matplotlib
@@ -302,7 +324,8 @@ def render(study: Study, results: Path, report: Path, seconds: float | None, qui
     sup, tra = [f"{x}-en" for x in study.supervised], [f"{x}-en" for x in study.transfer]
     cmd = "python experiments/miniature.py" + (f" --quick --model {study.model}" if quick else "")
     lines += ["# The paper in miniature", "",
-              f"Regenerate: `{cmd}` (runs what is missing, then writes this page from `{results.name}/`).",
+              f"Regenerate: `{cmd}` (runs what is missing, then writes this page from "
+              f"`{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}/`).",
               f"Model `{study.model}`; design: {json.dumps({k: v for k, v in asdict(study).items() if k != 'model'})}.",
               *( [f"Compute for the runs this invocation made: {seconds / 60:.0f} min."] if seconds else []), ""]
 
@@ -331,16 +354,8 @@ def render(study: Study, results: Path, report: Path, seconds: float | None, qui
         curves = [(f"{name} s{k}", r.get("dev_curve", [])) for name, runs in (("SFT", sft), ("joint", joint))
                   for k, r in zip(study.seeds, runs)]
         if any(c for _, c in curves):
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            for label, curve in curves:
-                ax.plot([p["step"] for p in curve], [p.get("dev_task_loss", p["dev_loss"]) for p in curve], marker="o",
-                        label=label)
-            ax.set_xlabel("update")
-            ax.set_ylabel("dev task loss")
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(figs / f"{stem}_dev_curve.png", dpi=110)
-            plt.close(fig)
+            plot_lines(figs / f"{stem}_dev_curve.png", "update", "dev task loss", [
+                (label, [p["step"] for p in c], [p.get("dev_task_loss", p["dev_loss"]) for p in c]) for label, c in curves])
             lines += ["", f"![dev task loss by update]({stem}_dev_curve.png)", ""]
     else:
         lines += ["Not run yet.", ""]
@@ -351,15 +366,8 @@ def render(study: Study, results: Path, report: Path, seconds: float | None, qui
               "FLORES-200, 20 languages: average 39.1 → 73.2).", ""]
     rets = {n: get(f"ret-{n}") for n in ("base", "sft", "joint")}
     if all(rets.values()):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for n, r in rets.items():
-            ax.plot(r["layers"], [100 * a for a in r["per_layer"]], marker="o", ms=3, label=n)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("retrieval accuracy (%)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(figs / f"{stem}_retrieval.png", dpi=110)
-        plt.close(fig)
+        plot_lines(figs / f"{stem}_retrieval.png", "layer", "retrieval accuracy (%)",
+                   [(n, r["layers"], [100 * a for a in r["per_layer"]]) for n, r in rets.items()])
         avg = lambda r: 100 * statistics.mean(a for l, a in zip(r["layers"], r["per_layer"]) if l > 0 and l % 2 == 0)
         peak = lambda r: max(zip(r["per_layer"], r["layers"]))[1]
         lines += ["| model | paper average (even layers) | peak layer |", "|---|---|---|"]
@@ -380,16 +388,9 @@ def render(study: Study, results: Path, report: Path, seconds: float | None, qui
               "and transfers best; early or late placement does less.", ""]
     place = {l: get(f"ret-align-l{l}") for l in placement_layers(mid)} if mid else {}
     if place and all(place.values()) and rets["base"]:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(rets["base"]["layers"], [100 * a for a in rets["base"]["per_layer"]], "k--", label="base")
-        for l, r in place.items():
-            ax.plot(r["layers"], [100 * a for a in r["per_layer"]], marker="o", ms=3, label=f"aligned at layer {l}")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("retrieval accuracy (%)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(figs / f"{stem}_placement.png", dpi=110)
-        plt.close(fig)
+        plot_lines(figs / f"{stem}_placement.png", "layer", "retrieval accuracy (%)",
+                   [(f"aligned at layer {l}", r["layers"], [100 * a for a in r["per_layer"]])
+                    for l, r in {"base": rets["base"], **place}.items()])
         gain = {l: 100 * (r["per_layer"][l] - rets["base"]["per_layer"][l]) for l, r in place.items()}
         avg_gain = {l: 100 * statistics.mean(a - b for a, b in zip(r["per_layer"], rets["base"]["per_layer"]))
                     for l, r in place.items()}
@@ -435,9 +436,7 @@ def render(study: Study, results: Path, report: Path, seconds: float | None, qui
             ax.annotate(l, (xi, yi), fontsize=7)
         ax.set_xlabel(f"base retrieval at layer {rets['base']['layers'][layer]} (%)")
         ax.set_ylabel("SFT chrF, UDHR X→en")
-        fig.tight_layout()
-        fig.savefig(figs / f"{stem}_correlation.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, figs / f"{stem}_correlation.png")
         lines += [f"Pearson r = {r:.2f} (p = {p:.3f}, {len(langs)} languages).", "",
                   f"![correlation]({stem}_correlation.png)", ""]
     else:

@@ -22,3 +22,25 @@ def test_gpu_check_dry_run_builds_every_workload(tmp_path):
         rows = [l for l in table.splitlines() if l.startswith(("| task", "| align", "| generate"))]
         assert len(rows) == 3 and all("failed" not in r and "×**" in r for r in rows), table
         assert "MFU" in rows[0] and "estimate" in rows[0] and "weight streaming" in rows[2]
+
+
+def test_model_costs_count_every_projection_of_a_lora_model(tiny_checkpoint):
+    """The FLOPs behind the MFU column: 4 × (decoder projections, counted from the config) × tokens +
+    attention + the head on the answer half — with LoRA-wrapped projections counted too."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run as bench
+
+    from midalign.checkpoint import load_model
+    from midalign.lora import LoRAConfig, apply_lora
+
+    model = load_model(tiny_checkpoint, device="cpu")
+    apply_lora(model, LoRAConfig())
+    c = model.config
+    hd = c.hidden_size // c.num_attention_heads
+    per_layer = (2 * c.hidden_size * c.num_attention_heads * hd + 2 * c.hidden_size * c.num_key_value_heads * hd
+                 + 3 * c.hidden_size * c.intermediate_size)
+    sizes = {"batch": 2, "seq": 8}
+    costs = bench.model_costs(model, sizes)
+    B, T, L, d, V = 2, 8, c.num_hidden_layers, c.hidden_size, c.vocab_size
+    assert costs["task_flops"] == 4 * L * per_layer * B * T + 12 * B * T * T * d * L + 4 * V * d * B * T // 2
+    assert costs["decode_weight_bytes"] == (L * per_layer + V * d) * 4

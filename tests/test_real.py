@@ -53,7 +53,7 @@ def test_evaluate_default_model_translates_german(tmp_path):
 
     res = run("evaluate.py", "--langs", "de", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    scores = json.loads((tmp_path / "scores.json").read_text())["per_language"]["de"]
+    scores = json.loads((tmp_path / "scores.json").read_text())["per_language"]["de-en"]  # MT: per direction
     preds = [json.loads(l) for l in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and "tok:13a" in scores["bleu_signature"]
     # a real translation beats leaving the German untranslated, on both metrics
