@@ -235,6 +235,11 @@ def test_wmt23_hub_copy_adds_is_and_reverses_en_cs(tmp_path):
     assert [ex.answer for ex in cs_en] == en_cs  # cs→en is en→cs read backwards, as the official script
 
 
+def test_from_is_refused_for_sources_without_a_local_layout(tmp_path):
+    with pytest.raises(DataError, match="--from reads a local copy of alma, wmt23, wmt23-hub only"):
+        sources.ensure("massive", tmp_path, progress=False, local=FIXTURES / "massive")
+
+
 def test_a_direction_without_rows_is_an_error(tmp_path):
     copy = tmp_path / "wmt23"
     import shutil

@@ -51,6 +51,7 @@ URLS = {
     "uner": "https://huggingface.co/datasets/CohereForAI/aya_collection/resolve/main/templated_uner_llm/{split}-00000-of-00001.parquet",
 }
 HUB_WMT23 = "haoranxu/WMT23-Test"
+LOCAL_COPIES = ("alma", "wmt23", "wmt23-hub")  # the sources whose builders read a publisher's folder (--from)
 # Checksums the publisher states (sacrebleu's registry for WMT23); other files are pinned on first download.
 PUBLISHED = {"v.0.1.tar.gz": ("md5", "63576405e4ce07130a19ad76ba7eb75b")}
 ALMA_LANGS = ["cs", "de", "is", "ru", "zh"]
@@ -379,6 +380,9 @@ def ensure(name: str, data_dir: Path | None = None, langs: list[str] | None = No
         raise DataError(f"unknown dataset '{name}': choose from {', '.join(SOURCES)}")
     source = SOURCES[name]
     root = data_root(data_dir)
+    if local is not None and name not in LOCAL_COPIES:
+        raise DataError(f"--from reads a local copy of {', '.join(LOCAL_COPIES)} only; for {name}, put the "
+                        f"publisher's file in <data-dir>/downloads/ (its name is in the offline error)")
     if local is not None and not Path(local).is_dir():
         raise DataError(f"--from {local}: not a folder")
     fetch = Fetch(root, progress, Path(local) if local is not None else None)
