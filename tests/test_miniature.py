@@ -4,6 +4,7 @@ report built from the result files alone."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,11 @@ def test_quick_study_runs_every_stage_and_the_report_reads_the_result_files(tiny
                 "udhr-joint-unseen"}
     assert {p.stem for p in results.glob("*.json")} == expected
     text = report.read_text()
-    assert "Not run yet" not in text and text.count("## ") == 6
-    for plot in ("retrieval", "placement", "correlation", "dev_curve"):
+    assert "Not run yet" not in text and text.count("\n## ") == 7  # six claims and the differences from the paper
+    verdicts = re.findall(r"^\| .+ \| (holds|does not hold|is not detected|is contradicted) \|$", text, re.M)
+    assert len(verdicts) == 6, text  # the summary: one verdict per claim
+    assert "Compute: " in text  # summed from the runs' own timings
+    for plot in ("retrieval", "placement", "correlation", "dev_curve", "train_curve"):
         assert (report.parent / f"miniature_{plot}.png").is_file(), plot
     sft = json.loads((results / "mt-sft-s0.json").read_text())
     assert set(sft["per_unit"]) == {"de-en", "ru-en", "zh-en", "he-en", "ja-en", "uk-en"}
@@ -42,3 +46,9 @@ def test_quick_study_runs_every_stage_and_the_report_reads_the_result_files(tiny
     search["best_weight"] = 0.123
     (results / "merge-search.json").write_text(json.dumps(search))
     assert run("--report-only").returncode == 0 and "**0.123**" in report.read_text()
+
+    # a result file from another design is refused by name, never mixed into the report
+    search["design"] = "0123456789"
+    (results / "merge-search.json").write_text(json.dumps(search))
+    res = run("--report-only")
+    assert res.returncode == 1 and "merge-search.json was made under another design" in res.stderr, res.stderr
