@@ -156,15 +156,17 @@ class Runner:
         return result
 
     def adapter(self, name: str, extra: list[str], seed: int = 0) -> Path:
-        """Train `name` (the work folder's adapter) unless its best adapter is already there."""
-        out = self.work / name
-        if not (out / "best" / "adapter_config.json").is_file():
-            s, f = self.s, self.files()
+        """Train `name` (the work folder's adapter) unless it finished; an interrupted training resumes
+        exactly where it stopped. Returns its best adapter."""
+        s, out = self.s, self.work / name
+        if not (out / "last" / "adapter_config.json").is_file():
+            f = self.files()
             train.main(["--model", s.model, "--task", "mt", "--mt-direction", "to-en", "--train-data", *map(str, f["train"]),
                         "--dev-data", *map(str, f["dev"]), "--batch-size", str(s.batch_size),
-                        "--align-batch-size", str(s.align_batch_size), "--grad-accum", str(s.grad_accum), "--max-steps",
-                        str(s.updates), "--eval-every", str(s.eval_every), "--patience", "1000", "--pool", s.pool,
-                        "--temperature", str(s.temperature), "--seed", str(seed), "--out", str(out), *extra])
+                        "--align-batch-size", str(s.align_batch_size), "--grad-accum", str(s.grad_accum),
+                        "--max-steps", str(s.updates), "--eval-every", str(s.eval_every), "--patience",
+                        "1000", "--pool", s.pool, "--temperature", str(s.temperature), "--seed", str(seed), "--out",
+                        str(out), *(["--resume"] if (out / "state").is_dir() else []), *extra])
         return out / "best"
 
     def sft(self, seed: int) -> Path:

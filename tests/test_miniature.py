@@ -52,3 +52,35 @@ def test_quick_study_runs_every_stage_and_the_report_reads_the_result_files(tiny
     (results / "merge-search.json").write_text(json.dumps(search))
     res = run("--report-only")
     assert res.returncode == 1 and "merge-search.json was made under another design" in res.stderr, res.stderr
+
+
+def test_paired_bootstrap_equals_resampling_corpus_chrf_directly():
+    """The bootstrap sums per-segment chrF statistics; the reference recomputes sacrebleu's corpus chrF on
+    every resample (the same indices), on real WMT23 references and their ru-en/de-en sources as "outputs"."""
+    import random
+    import statistics
+
+    from sacrebleu.metrics import CHRF
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from miniature_report import paired_bootstrap
+
+    refs = {x: (FIXTURES / "wmt23" / "txt" / "references" / f"generaltest2023.{x}-en.ref.refA.en").read_text().splitlines()[:6]
+            for x in ("ru", "de")}
+    hyp = lambda x, shift: [[refs[x][(i + shift) % 6] if i % 3 == 0 else refs[x][i], refs[x][i]] for i in range(6)]
+    system = lambda shift: {"segments": {f"{x}-en": hyp(x, shift) for x in refs}}
+    a, b, units = [system(1), system(2)], [system(3)], ["ru-en", "de-en"]
+    got = paired_bootstrap(a, b, units, n=40, seed=7)
+
+    chrf = lambda pairs: CHRF().corpus_score([h for h, _ in pairs], [[r for _, r in pairs]]).score
+    score = lambda systems, idx: statistics.mean(
+        statistics.mean(chrf([s["segments"][u][i] for i in idx[u]]) for u in units) for s in systems)
+    rng, full = random.Random(7), {u: range(6) for u in units}
+    deltas = []
+    for _ in range(40):
+        idx = {u: [rng.randrange(6) for _ in range(6)] for u in units}
+        deltas.append(score(a, idx) - score(b, idx))
+    deltas.sort()
+    assert abs(got["delta"] - (score(a, full) - score(b, full))) < 1e-9
+    assert abs(got["ci95"][0] - deltas[1]) < 1e-9 and abs(got["ci95"][1] - deltas[39]) < 1e-9
+    assert got["p_le_0"] == sum(d <= 0 for d in deltas) / 40
