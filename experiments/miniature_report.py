@@ -187,8 +187,14 @@ class Report:
         plot_lines(dev, "update", "dev task loss",
                    [(label, [p["step"] for p in r["dev_curve"]], [p.get("dev_task_loss", p["dev_loss"])
                                                                   for p in r["dev_curve"]]) for label, r in runs])
+        dev_at = {}
+        for _, r in runs:
+            for point in r["dev_curve"]:
+                dev_at.setdefault(point["step"], []).append(point.get("dev_task_loss", point["dev_loss"]))
+        trend = " → ".join(f"{statistics.mean(v):.3f} (update {k})" for k, v in sorted(dev_at.items()))
         return (f"Task loss by update (training, left; ALMA dev, right; the adapter evaluated is the one with the "
-                f"lowest dev loss):\n\n![training task loss]({train_md}) ![dev task loss]({dev_md})")
+                f"lowest dev loss). Dev task loss, mean over the {len(runs)} runs: {trend}.\n\n"
+                f"![training task loss]({train_md}) ![dev task loss]({dev_md})")
 
     def retrieval(self) -> tuple[list[str], tuple | None]:
         rets, s = self.rets, self.s
@@ -213,9 +219,11 @@ class Report:
     def placement_section(self) -> tuple[list[str], tuple | None]:
         base = self.rets["base"]
         mid = max(base["layers"]) // 2 if base else None
-        place = {l: self.get(f"ret-align-l{l}") for l in placement_layers(mid)} if base else {}
-        if not (base and all(place.values())):
+        found = {l: self.get(f"ret-align-l{l}") for l in placement_layers(mid)} if base else {}
+        place = {l: r for l, r in found.items() if r}
+        if not place:
             return ["Not run yet."], None
+        missing = [l for l in found if l not in place]
         path, md = self.figure("placement")
         plot_lines(path, "layer", "retrieval accuracy (%)",
                    [("base", base["layers"], [100 * a for a in base["per_layer"]])] +
@@ -229,9 +237,12 @@ class Report:
                  f"Alignment-only adapters (`--task none`: {self.s.updates} updates of {self.s.grad_accum} "
                  f"micro-batches of {self.s.align_batch_size} MT training pairs), one seed each. The largest "
                  f"gain of the average comes from aligning layer {best}."]
+        if missing:
+            lines += ["", f"Not run yet: alignment at layer{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(map(str, missing))}; no verdict until it is."]
         return lines, ("Aligning the middle layer lifts retrieval most (Fig. 4)", "middle > early, late",
                        "average gain " + ", ".join(f"layer {l} {g:+.1f}" for l, g in mean_gain.items()),
-                       "holds" if best == mid else "does not hold")
+                       "incomplete" if missing else "holds" if best == mid else "does not hold")
 
     def merge(self) -> tuple[list[str], tuple | None]:
         search, merged, sft, joint = self.get("merge-search"), self.get("mt-merged"), self.sft[0], self.joint[0]
