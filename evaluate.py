@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(folder, device, resolve_dtype(args.dtype, device))
     tok = ChatTokenizer(folder, args.no_default_template)
     if args.adapter:
-        load_adapter(model, args.adapter)
+        load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
     predictions, generation = predict(model, tok, examples, max_new, args.batch_size)
     per_unit = score_units(args.task, examples, predictions)
     metric = MAIN_METRIC[args.task]

@@ -29,7 +29,7 @@ import torch
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
 from midalign.errors import MidalignError
-from midalign.lora import apply_lora, lora_modules
+from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +83,9 @@ def search(args, adapters: list) -> None:
         if not lora_modules(model):
             apply_lora(model, merged.config)
         load_adapter_weights(model, merged, where=f"merge with weights {w}, {1 - w:g}")
+        merge_lora(model)  # inference at the base model's cost
         predictions, _ = predict(model, tok, examples, args.max_new_tokens or MAX_NEW_TOKENS[args.task], args.batch_size)
+        unmerge_lora(model)
         per_unit = score_units(args.task, examples, predictions)
         score = sum(s["score"] for s in per_unit.values()) / len(per_unit)
         results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()}}
@@ -116,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(folder, device="cpu", dtype=torch.float32)
     apply_lora(model, merged.config)
     load_adapter_weights(model, merged, where=" + ".join(map(str, args.adapters)))  # checks names and shapes
-    for module in lora_modules(model).values():
-        module.merge()
+    merge_lora(model)
     save_checkpoint(model, folder, args.out)
     print(f"wrote base '{base}' + {args.method}-merged adapters as a full checkpoint to {args.out}")
 

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device) if args.device else default_device()
     model, tok = load_model(folder, device, resolve_dtype(args.dtype, device)), ChatTokenizer(folder)
     if args.adapter:
-        load_adapter(model, args.adapter)
+        load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
     layers = parse_layers(args.layers, model.config.num_hidden_layers)
     # The raw sentence with the tokenizer's default special tokens, exactly as the alignment loss sees it.
     flat = [s for lang in langs for s in sentences[lang]]

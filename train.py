@@ -46,7 +46,7 @@ from midalign.memory import estimate_training_memory
 from midalign.precision import DTYPES, autocast, resolve_dtype
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
-from midalign.sft import answer_tokens, collate, encode_examples, task_loss
+from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
 from midalign.state import find_state, load_state, save_state, write_checkpoint
 from midalign.tokenizer import ChatTokenizer
 
@@ -201,8 +201,8 @@ def memory_line(model, lora_config: LoRAConfig, args, encoded, world: World) -> 
 @dataclass
 class RunData:
     """A run's encoded task examples and alignment pairs (train and dev)."""
-    task: list[tuple[list[int], list[int]]]  # (prompt ids, answer ids + end-of-turn)
-    dev_task: list[tuple[list[int], list[int]]]
+    task: EncodedExamples  # (prompt ids, answer ids + end-of-turn), tokenized when first drawn
+    dev_task: EncodedExamples
     pairs_by_lang: dict[str, list[Pair]]
     n_pairs: int
     dev_pairs: list[Pair]
@@ -214,7 +214,7 @@ def load_run_data(args: argparse.Namespace, tok) -> RunData:
         raise DataError(f"no task training examples (task {args.task}, languages {args.train_langs or 'default'})")
     pairs, dev_pairs = ([], []) if args.no_align else alignment_pairs(
         args.align_data, args.align_dev_data, args.align_langs, args.align_dev_split, args.seed)
-    return RunData(encode_examples(train_task, tok, args.max_length), encode_examples(dev_task, tok, args.max_length),
+    return RunData(EncodedExamples(train_task, tok, args.max_length), EncodedExamples(dev_task, tok, args.max_length),
                    group_pairs(pairs), len(pairs), dev_pairs)
 
 
@@ -297,6 +297,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
     data = load_run_data(args, tok)
     kinds = micro_batch_kinds(args.grad_accum, task=args.task != "none", align=not args.no_align)
     total, warmup = schedule_length(args, kinds, data)
+    if data.task:  # tokenize only the task examples this run's micro-batches draw
+        data.task.prepare(sorted({i for index in range(total * kinds.count(TASK))
+                                  for i in task_batch(len(data.task), args.batch_size, index, args.seed)}))
     lora_config = LoRAConfig(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.lora_targets))
     apply_lora(model, lora_config)  # the same initial weights on every rank (same seed)
     torch.manual_seed(args.seed + world.rank)  # LoRA dropout differs across ranks
@@ -396,7 +399,7 @@ def announce(args, model, lora_config: LoRAConfig, data: RunData, kinds: list[st
     print(f"[train] {args.model}: {trainable_parameters(model):,} LoRA parameters (r {args.lora_r}); task {args.task}: "
           f"{len(data.task)} train / {len(data.dev_task)} dev examples; alignment {alignment}; {total} updates of "
           f"{' + '.join(kinds)}" + (f" on {world.size} processes" if world.size > 1 else ""), file=sys.stderr)
-    print(memory_line(model, lora_config, args, data.task, world), file=sys.stderr)
+    print(memory_line(model, lora_config, args, data.task.prepared(), world), file=sys.stderr)
     if not (data.dev_task or data.dev_pairs):
         print("[train] no dev data (task or alignment): no dev loss, no early stopping; best/ will be the last "
               "adapter. Pass --dev-data / --align-dev-data to select the best checkpoint.", file=sys.stderr)

@@ -4,12 +4,17 @@ Files: `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names
 (`base_model.model.<module>.lora_A.weight`), so adapters move freely between midalign and peft.
 Every write goes to a temporary folder that is renamed into place.
 
-Merging (REFERENCE.md §5). The paper merges a task adapter and a separately trained alignment adapter
-by "averaging their weights" (task weight 0.9):
-- `linear`: A = Σ wᵢ Aᵢ and B = Σ wᵢ Bᵢ separately. This is NOT the weighted average of the updates:
-  B A = Σᵢ Σⱼ wᵢ wⱼ Bᵢ Aⱼ contains cross terms Bᵢ Aⱼ (i ≠ j). It is what averaging LoRA weights does.
-- `cat`: the exact weighted sum of updates Σ wᵢ sᵢ Bᵢ Aᵢ, by stacking ranks: A = [A₁; A₂; …]
-  (rank r₁ + r₂ + …) and B = [w₁ s₁ B₁, w₂ s₂ B₂, …] with scaling 1. Different ranks are fine here.
+Merging (paper §6.3: a task adapter and a separately trained alignment adapter, task weight 0.9), as a
+peft user does it with `add_weighted_adapter` (`merge_adapters`, tested against peft):
+- `linear`: each factor scaled by √(wᵢsᵢ) and summed, A = Σ √(wᵢsᵢ) Aᵢ, B = Σ √(wᵢsᵢ) Bᵢ (sᵢ = alphaᵢ/rᵢ,
+  merged scaling 1). The update B A holds the wanted wᵢsᵢBᵢAᵢ plus cross terms √(wᵢsᵢwⱼsⱼ)(BᵢAⱼ + BⱼAᵢ):
+  what averaging LoRA weights does, not the weighted average of the updates.
+- `cat`: the exact weighted sum of updates Σ wᵢsᵢBᵢAᵢ, by stacking ranks: A = [w₁s₁A₁; w₂s₂A₂; …]
+  (rank r₁ + r₂ + …), B = [B₁ B₂ …], scaling 1. Different ranks are fine here.
+
+For inference (`load_adapter(..., merge=True)`) the update is folded into the base weights in memory
+(`LoRALinear.merge`), so a model with an adapter costs what the base model costs; the adapter's files
+are only read.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from torch import Tensor, nn
 from midalign.cache import cache_dir
 from midalign.errors import MidalignError
 from midalign.io import atomic_dir
-from midalign.lora import LoRAConfig, apply_lora, lora_modules
+from midalign.lora import LoRAConfig, apply_lora, lora_modules, merge_lora
 from midalign.registry import REGISTRY
 
 PEFT_PREFIX = "base_model.model."
@@ -113,8 +118,11 @@ def read_adapter(folder: str | Path) -> Adapter:
     return Adapter(config, raw.get("base_model_name_or_path") or "", {n: (a, b) for n, (a, b) in weights.items()})
 
 
-def load_adapter(model: nn.Module, folder: str | Path, check_base: bool = True) -> LoRAConfig:
-    """Apply the adapter in `folder` to `model` (adding LoRA layers if needed); strict on names and shapes."""
+def load_adapter(model: nn.Module, folder: str | Path, check_base: bool = True, merge: bool = False) -> LoRAConfig:
+    """Apply the adapter in `folder` to `model` (adding LoRA layers if needed); strict on names and shapes.
+
+    merge: fold s·BA into the base weights (inference only: the cost of the base model, no dropout; the
+    model must not be trained afterwards)."""
     adapter = read_adapter(folder)
     if check_base:
         ours = getattr(model, "name_or_path", "")
@@ -125,6 +133,8 @@ def load_adapter(model: nn.Module, folder: str | Path, check_base: bool = True) 
     if not lora_modules(model):
         apply_lora(model, adapter.config)
     load_adapter_weights(model, adapter, where=str(folder))
+    if merge:
+        merge_lora(model)
     return adapter.config
 
 

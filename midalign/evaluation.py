@@ -51,7 +51,7 @@ def load_examples(task: str, paths: list[Path], langs: list[str] | None = None, 
 def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size: int,
             progress: bool = True) -> tuple[list[str], dict]:
     """Greedy outputs (decoded, stripped) and generation statistics."""
-    prompts = [tok.chat_ids(ex.messages() if ex.system else ex.messages()[1:]) for ex in examples]
+    prompts = tok.chat_ids_batch([ex.messages() for ex in examples])
     start = time.perf_counter()
     outputs = generate(model, prompts, max_new_tokens, tok.eos_ids, tok.pad_id, batch_size, progress=progress)
     seconds = time.perf_counter() - start

@@ -107,5 +107,17 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+def merge_lora(model: nn.Module) -> None:
+    """Fold every LoRA update into its base weight (inference at the base model's cost)."""
+    for module in lora_modules(model).values():
+        module.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Undo `merge_lora` (W − s·BA: equal to the unmerged W up to one rounding of the weight's dtype)."""
+    for module in lora_modules(model).values():
+        module.unmerge()
+
+
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

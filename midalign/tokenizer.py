@@ -83,6 +83,7 @@ class ChatTokenizer:
         self._env.filters["tojson"] = _tojson
         self._env.globals["raise_exception"] = _raise_exception
         self._env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self._compiled = None  # the chat template, compiled once (compiling costs ~10 ms, rendering ~50 µs)
         self._eot_id: int | None = None
         self.released_template = released_template
         if released_template and "<|eot_id|>" not in (template or ""):
@@ -118,8 +119,9 @@ class ChatTokenizer:
         if not self.chat_template:
             raise TokenizerError("this tokenizer has no chat_template; use an instruct/chat checkpoint")
         try:
-            template = self._env.from_string(self.chat_template)
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+            if self._compiled is None:
+                self._compiled = self._env.from_string(self.chat_template)
+            return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                    **{k: v for k, v in self.special_tokens.items() if v is not None})
         except TemplateError as e:
             raise TokenizerError(f"chat template failed: {e}") from e
@@ -127,10 +129,14 @@ class ChatTokenizer:
     def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
         """Prompt ids for generation (special tokens come from the template, none are added; with the
         released template the tokenizer adds its own, as the official scripts' tokenizer call did)."""
-        text = self.render_chat(messages, add_generation_prompt)
+        return self.chat_ids_batch([messages], add_generation_prompt)[0]
+
+    def chat_ids_batch(self, conversations: list[list[Message]], add_generation_prompt: bool = True) -> list[list[int]]:
+        """`chat_ids` of many conversations: rendered one by one, tokenized in one parallel batch."""
+        texts = [self.render_chat(m, add_generation_prompt) for m in conversations]
         if self.released_template:
-            text = text.replace("<|eot_id|>", "<|eot_id|>\n").replace("<|begin_of_text|>", "")
-        return self.encode(text, add_special_tokens=self.released_template)
+            texts = [t.replace("<|eot_id|>", "<|eot_id|>\n").replace("<|begin_of_text|>", "") for t in texts]
+        return self.encode_batch(texts, add_special_tokens=self.released_template)
 
     @property
     def eot_id(self) -> int:
@@ -152,7 +158,13 @@ class ChatTokenizer:
 
     def supervised_ids(self, messages: list[Message], answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids + end-of-turn id) for task training: only the second part gets loss."""
-        return self.chat_ids(messages, add_generation_prompt=True), self.encode(answer, False) + [self.eot_id]
+        return self.supervised_ids_batch([messages], [answer])[0]
+
+    def supervised_ids_batch(self, conversations: list[list[Message]], answers: list[str]
+                             ) -> list[tuple[list[int], list[int]]]:
+        """`supervised_ids` of many examples, tokenized in batches."""
+        prompts = self.chat_ids_batch(conversations, add_generation_prompt=True)
+        return [(p, a + [self.eot_id]) for p, a in zip(prompts, self.encode_batch(answers, False))]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -236,8 +236,66 @@ def test_wmt23_hub_copy_adds_is_and_reverses_en_cs(tmp_path):
 
 
 def test_from_is_refused_for_sources_without_a_local_layout(tmp_path):
-    with pytest.raises(DataError, match="--from reads a local copy of alma, wmt23, wmt23-hub only"):
-        sources.ensure("massive", tmp_path, progress=False, local=FIXTURES / "massive")
+    with pytest.raises(DataError, match="--from reads a local copy of massive, tatoeba, alma, wmt23, wmt23-hub only"):
+        sources.ensure("flores", tmp_path, progress=False, local=FIXTURES / "massive")
+
+
+MASSIVE_EXCERPT = FIXTURES / "massive" / "1.1" / "data"  # the first 12 records of each real locale file
+
+
+def test_massive_from_the_publishers_tarball_or_its_unpacked_folder(tmp_path):
+    tarball = tmp_path / "amazon-massive-dataset-1.1.tar.gz"
+    with tarfile.open(tarball, "w:gz") as t:  # the publisher's layout: 1.1/data/<locale>.jsonl
+        t.add(MASSIVE_EXCERPT.parent, arcname="1.1")
+    real = sorted(MASSIVE_EXCERPT.glob("*.jsonl"))
+    assert len(real) == 20
+    for i, local in enumerate([tarball, FIXTURES / "massive"]):
+        [massive] = sources.ensure("massive", tmp_path / f"data{i}", progress=False, local=local)
+        assert [(massive / f.name).read_bytes() for f in real] == [f.read_bytes() for f in real]
+    # read by hand in the real cy-GB.jsonl: record 0 is a test utterance with two slots, record 1 a train one
+    test = load_massive(massive / "cy-GB.jsonl", "test")
+    assert test[0].user == "deffra fi am pump y bore wythnos yma"
+    assert test[0].answer == "time: pump y bore; date: wythnos yma"
+    assert [len(load_massive(massive / "cy-GB.jsonl", p)) for p in ("train", "dev", "test")] == [8, 1, 3]
+    with pytest.raises(DataError, match=r"tar\.gz: not a folder$"):
+        sources.ensure("alma", tmp_path / "data3", progress=False, local=tarball)
+
+
+def test_tatoeba_from_lasers_test_set_folder(tmp_path):
+    sw, ja = sources.ensure("tatoeba", tmp_path, ["sw", "ja"], progress=False, local=FIXTURES / "tatoeba-laser")
+    src, en = (lines(FIXTURES / "tatoeba-laser" / f"tatoeba.swh-eng.{s}") for s in ("swh", "eng"))
+    # the same filter as the OPUS files: lines 27 and 37 hold two sentences (read by hand)
+    assert load_pairs(sw / "sw-en.tsv") == [Pair("sw", s, e) for n, (s, e) in enumerate(zip(src, en), 1)
+                                            if n not in (27, 37)]
+    assert load_pairs(ja / "ja-en.tsv")[0].lang == "ja"  # LASER's jpn
+    with pytest.raises(DataError, match="no LASER Tatoeba code known for 'xx'"):
+        sources.ensure("tatoeba", tmp_path, ["xx"], progress=False, local=FIXTURES / "tatoeba-laser")
+
+
+def test_a_folder_prepared_from_elsewhere_is_not_reused_for_from(publisher):
+    sources.ensure("tatoeba", publisher, ["sw"], progress=False)  # from OPUS
+    with pytest.raises(DataError, match="was prepared from .*opus.* delete"):
+        sources.ensure("tatoeba", publisher, ["sw"], progress=False, local=FIXTURES / "tatoeba-laser")
+
+
+def test_the_slot_experiment_runs_offline_from_local_copies(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    """`fetch --from` once, then the design card's `train.py --task slot` needs no network."""
+    import train
+    from midalign.data.__main__ import main as fetch_main
+
+    monkeypatch.setattr(sources, "URLS", {k: "http://127.0.0.1:9/unreachable" for k in sources.URLS})
+    data = tmp_path / "data"
+    fetch_main(["fetch", "massive", "--data-dir", str(data), "--from", str(FIXTURES / "massive")])
+    fetch_main(["fetch", "tatoeba", "--langs", "cy", "jv", "ja", "sw", "tl", "--data-dir", str(data), "--from",
+                str(FIXTURES / "tatoeba-laser")])
+    out = tmp_path / "run"
+    train.main(["--task", "slot", "--align-layer", "2", "--data-dir", str(data), "--model", str(tiny_chat_checkpoint),
+                "--max-steps", "1", "--batch-size", "2", "--align-batch-size", "4", "--grad-accum", "2",
+                "--out", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    assert [Path(p).name for p in config["train_data"]] == ["ar-SA.jsonl", "en-US.jsonl", "es-ES.jsonl", "ru-RU.jsonl",
+                                                            "zh-CN.jsonl"]
+    assert (out / "last" / "adapter_model.safetensors").is_file()
 
 
 def test_a_direction_without_rows_is_an_error(tmp_path):

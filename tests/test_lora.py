@@ -100,6 +100,33 @@ def test_midalign_adapter_loads_in_peft_with_the_same_logits(tiny, tmp_path):
         torch.testing.assert_close(model(ids).logits, ref(input_ids=ids).logits, atol=1e-5, rtol=0)
 
 
+def test_merged_inference_equals_the_unmerged_adapter_and_leaves_its_files(tiny, tmp_path):
+    """evaluate.py / retrieve.py load adapters merged (the base model's cost): same outputs as the unmerged
+    adapter (midalign's and peft's) within fp32 rounding, same greedy tokens; the adapter's files untouched."""
+    from midalign.generate import greedy_generate
+
+    cfg = peft.LoraConfig(r=4, lora_alpha=16, lora_dropout=0.1, target_modules=list(DEFAULT_TARGETS),
+                          init_lora_weights=False, task_type="CAUSAL_LM")
+    torch.manual_seed(2)
+    ref = peft.get_peft_model(hf_model(tiny), cfg).eval()
+    ref.save_pretrained(tmp_path / "ad")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "ad").iterdir()}
+    unmerged, merged = load_model(tiny, device="cpu"), load_model(tiny, device="cpu")
+    load_adapter(unmerged, tmp_path / "ad", check_base=False)
+    load_adapter(merged, tmp_path / "ad", check_base=False, merge=True)
+    assert all(m.merged for m in lora_modules(merged).values())
+    assert not any(m.merged for m in lora_modules(unmerged).values())
+    ids = torch.randint(3, 128, (3, 13))
+    with torch.no_grad():
+        ours = merged(ids).logits
+        assert (ours - load_model(tiny, device="cpu")(ids).logits).abs().max() > 1e-2  # the adapter matters
+        torch.testing.assert_close(ours, unmerged(ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours, ref(input_ids=ids).logits, atol=1e-5, rtol=0)
+    prompts = [ids[0, :5].tolist(), ids[1].tolist(), ids[2, :9].tolist()]
+    assert greedy_generate(merged, prompts, 8, [2], 0) == greedy_generate(unmerged, prompts, 8, [2], 0)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ad").iterdir()} == files
+
+
 def test_peft_adapter_loads_in_midalign_with_the_same_logits(tiny, tmp_path):
     cfg = peft.LoraConfig(r=4, lora_alpha=16, lora_dropout=0.1, target_modules=list(DEFAULT_TARGETS),
                           init_lora_weights=False, task_type="CAUSAL_LM")  # random B: a non-trivial adapter

@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("names", nargs="+", choices=sorted(sources.SOURCES))
     f.add_argument("--langs", nargs="+", help="tatoeba/alma: languages paired with English (default: the paper's)")
     f.add_argument("--data-dir", type=Path, help="root folder (default: $MIDALIGN_CACHE/datasets)")
-    f.add_argument("--from", dest="local", type=Path, metavar="DIR",
-                   help="read the publisher's files from DIR (laid out as the publisher's repository) instead of "
-                        "downloading; e.g. ALMA's human_written_data/ or a copy of wmt23-news-systems")
+    f.add_argument("--from", dest="local", type=Path, metavar="PATH",
+                   help="read the publisher's files from PATH (a folder laid out as the publisher's repository) "
+                        "instead of downloading: ALMA's human_written_data/, a copy of wmt23-news-systems, MASSIVE's "
+                        "tarball or its unpacked folder, LASER's Tatoeba test set folder (data/tatoeba/v1)")
     args = p.parse_args(argv)
     if args.command == "list":
         for s in sources.SOURCES.values():

@@ -104,6 +104,13 @@ class Manifest:
                  if p.is_file() and p != self.path}
         atomic_write_text(self.path, json.dumps({"sources": sources, "files": files}, indent=1))
 
+    def sources(self) -> dict[str, str]:
+        """{file produced from: where it came from} as recorded at preparation."""
+        try:
+            return json.loads(self.path.read_text())["sources"]
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{self.path}: unreadable manifest ({e}); delete {self.folder} to fetch again") from e
+
     def verify(self) -> None:
         """Raise if a recorded file is missing or its content changed since it was fetched."""
         try:

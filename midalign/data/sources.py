@@ -11,12 +11,14 @@ renamed), and records every file's sha256 in `<root>/<name>/manifest.json`, chec
 `<root>` is --data-dir, else `$MIDALIGN_CACHE/datasets`. Without network, put the publisher's file
 (its name is in the error) in `<root>/downloads/` by hand and run the same command, or pass `--from
 DIR`, a folder laid out as the publisher's repository is (ALMA: `<x>en/train.<x>-en.<x>`; WMT23:
-`txt/sources/…` and `txt/references/…`, or `xml/…`; the hub copy of WMT23: `<src>-<tgt>/test-*.parquet`).
+`txt/sources/…` and `txt/references/…`, or `xml/…`; the hub copy of WMT23: `<src>-<tgt>/test-*.parquet`;
+MASSIVE: its tarball, or a folder holding `1.1/data/<locale>.jsonl`; Tatoeba: LASER's test set,
+`tatoeba.<xxx>-eng.<xxx>` and `.eng`, a smaller sample of the paper's OPUS release).
 
 | name    | publisher's file                                | becomes                                     |
 |---------|-------------------------------------------------|---------------------------------------------|
-| massive | MASSIVE 1.1 tarball (Amazon)                    | massive/<locale>.jsonl                      |
-| tatoeba | OPUS Tatoeba v2021-07-22 moses zip per pair     | tatoeba/<xx>/<xx>-en.tsv (lang, sentence, en) |
+| massive | MASSIVE 1.1 tarball (Amazon); --from: the tarball or its unpacked folder | massive/<locale>.jsonl |
+| tatoeba | OPUS Tatoeba v2021-07-22 moses zip per pair; --from: LASER's Tatoeba test set folder | tatoeba/<xx>/<xx>-en.tsv (lang, sentence, en) |
 | flores  | FLORES-200 tarball (Meta, NLLB)                 | flores200/dev/<code>.dev, devtest/…         |
 | alma    | ALMA human-written train text + valid JSON (GitHub) | alma/<xx>/{train,valid}.<xx>-en.jsonl, pairs.tsv |
 | wmt23   | WMT23 general test XML or txt (wmt-conference)  | wmt23/test.<src>-<tgt>.jsonl                |
@@ -51,7 +53,8 @@ URLS = {
     "uner": "https://huggingface.co/datasets/CohereForAI/aya_collection/resolve/main/templated_uner_llm/{split}-00000-of-00001.parquet",
 }
 HUB_WMT23 = "haoranxu/WMT23-Test"
-LOCAL_COPIES = ("alma", "wmt23", "wmt23-hub")  # the sources whose builders read a publisher's folder (--from)
+# the sources whose builders read a local copy of the publisher's files (--from); massive also its tarball
+LOCAL_COPIES = ("massive", "tatoeba", "alma", "wmt23", "wmt23-hub")
 # Checksums the publisher states (sacrebleu's registry for WMT23); other files are pinned on first download.
 PUBLISHED = {"v.0.1.tar.gz": ("md5", "63576405e4ce07130a19ad76ba7eb75b")}
 ALMA_LANGS = ["cs", "de", "is", "ru", "zh"]
@@ -63,6 +66,13 @@ OPUS_CODES = {"sw": "swh"}
 WMT23_DIRECTIONS = ["cs-en", "de-en", "he-en", "is-en", "ja-en", "ru-en", "uk-en", "zh-en",
                     "en-cs", "en-de", "en-he", "en-is", "en-ja", "en-ru", "en-uk", "en-zh"]
 WMT23_MISSING = {"cs-en", "is-en", "en-is"}  # not in WMT23 itself; the official evaluation used the hub copy
+# LASER's Tatoeba test set names languages by ISO 639-3 (Mandarin `cmn`, Swahili `swh`, Persian `pes`).
+LASER_CODES = {"af": "afr", "ar": "ara", "az": "aze", "cs": "ces", "cy": "cym", "da": "dan", "de": "deu",
+               "el": "ell", "es": "spa", "fi": "fin", "fr": "fra", "he": "heb", "hi": "hin", "hr": "hrv",
+               "hu": "hun", "id": "ind", "is": "isl", "it": "ita", "ja": "jpn", "jv": "jav", "ko": "kor",
+               "nl": "nld", "pl": "pol", "pt": "por", "ru": "rus", "sk": "slk", "sr": "srp", "sv": "swe",
+               "sw": "swh", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie",
+               "zh": "cmn"}
 ISO3 = {"eng": "en", "por": "pt", "zho": "zh", "dan": "da", "hrv": "hr", "slk": "sk", "srp": "sr", "swe": "sv"}
 
 
@@ -132,11 +142,24 @@ def multi_sentence(text: str) -> bool:
 
 # ----------------------------------------------------------------------------------------- builders
 
+MASSIVE_MEMBER = r"(?:.*/)?1\.1/data/[A-Za-z]{2,3}-[A-Za-z]{2}\.jsonl"
+
+
 def build_massive(fetch: Fetch, out: Path) -> dict[str, str]:
-    archive = fetch.get(URLS["massive"])
-    for name, data in _members(archive, r"(?:.*/)?1\.1/data/[A-Za-z]{2,3}-[A-Za-z]{2}\.jsonl").items():
+    """MASSIVE 1.1's `1.1/data/<locale>.jsonl`, from the publisher's tarball (downloaded, or given with
+    --from) or from a folder holding the unpacked `1.1/data/`."""
+    if fetch.local is not None and fetch.local.is_dir():
+        files = sorted((fetch.local / "1.1" / "data").glob("*.jsonl"))
+        if not files:
+            raise DataError(f"{fetch.local}: no 1.1/data/<locale>.jsonl; --from takes MASSIVE's tarball or the "
+                            f"folder it unpacks to")
+        for f in files:
+            (out / f.name).write_bytes(f.read_bytes())
+        return {"1.1/data": str(fetch.local)}
+    archive = fetch.local or fetch.get(URLS["massive"])
+    for name, data in _members(archive, MASSIVE_MEMBER).items():
         (out / Path(name).name).write_bytes(data)
-    return {archive.name: URLS["massive"]}
+    return {archive.name: str(fetch.local) if fetch.local else URLS["massive"]}
 
 
 def tatoeba_pairs(src: list[str], en: list[str]) -> list[tuple[str, str]]:
@@ -146,6 +169,11 @@ def tatoeba_pairs(src: list[str], en: list[str]) -> list[tuple[str, str]]:
 
 
 def build_tatoeba(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
+    """OPUS Tatoeba (v2021-07-22, the paper's release) for one language paired with English; with
+    --from, a folder in the layout of LASER's Tatoeba test set (`tatoeba.<xxx>-eng.<xxx>` and `.eng`,
+    up to 1,000 pairs per language: a smaller sample of the same corpus)."""
+    if fetch.local is not None:
+        return _build_tatoeba_laser(fetch, out, lang)
     code = OPUS_CODES.get(lang, lang)
     a, b = sorted([code, "en"])
     url = URLS["tatoeba"].format(pair=f"{a}-{b}")
@@ -160,6 +188,22 @@ def build_tatoeba(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
         raise DataError(f"{archive}: no usable sentence pairs in Tatoeba.{a}-{b}.{code}")
     (out / f"{lang}-en.tsv").write_text("".join(f"{lang}\t{s}\t{e}\n" for s, e in rows), encoding="utf-8")
     return {archive.name: url}
+
+
+def _build_tatoeba_laser(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
+    if lang not in LASER_CODES:
+        raise DataError(f"no LASER Tatoeba code known for '{lang}' (known: {', '.join(sorted(LASER_CODES))})")
+    code = LASER_CODES[lang]
+    src = fetch.get("", relative=f"tatoeba.{code}-eng.{code}")
+    en = fetch.get("", relative=f"tatoeba.{code}-eng.eng")
+    a, b = _lines(src), _lines(en)
+    if len(a) != len(b):
+        raise DataError(f"{src} has {len(a)} lines but {en} has {len(b)}: not line-aligned")
+    rows = tatoeba_pairs(a, b)
+    if not rows:
+        raise DataError(f"{src}: no usable sentence pairs")
+    (out / f"{lang}-en.tsv").write_text("".join(f"{lang}\t{s}\t{e}\n" for s, e in rows), encoding="utf-8")
+    return {src.name: str(fetch.local), en.name: str(fetch.local)}
 
 
 def build_flores(fetch: Fetch, out: Path) -> dict[str, str]:
@@ -357,10 +401,14 @@ def data_root(data_dir: Path | None = None) -> Path:
     return Path(data_dir) if data_dir else cache_dir() / "datasets"
 
 
-def _prepared(folder: Path, build: Callable[[Path], dict[str, str]], source: Source) -> Path:
-    """`folder` built once (in a temp folder, renamed into place) and verified against its manifest after."""
+def _prepared(folder: Path, build: Callable[[Path], dict[str, str]], source: Source, local: Path | None) -> Path:
+    """`folder` built once (in a temp folder, renamed into place) and verified against its manifest after.
+    A folder prepared from elsewhere than an explicit local copy (`local`) is an error, never reused."""
     if Manifest(folder).exists():
         Manifest(folder).verify()
+        if local is not None and str(local) not in Manifest(folder).sources().values():
+            raise DataError(f"{folder} was prepared from {', '.join(Manifest(folder).sources().values())}, not "
+                            f"from {local}: delete {folder} to prepare it from {local}")
         return folder
     print(f"[data] {source.name}: licence {source.licence}. Cite: {source.citation}", file=sys.stderr)
     with atomic_dir(folder) as tmp:
@@ -383,11 +431,11 @@ def ensure(name: str, data_dir: Path | None = None, langs: list[str] | None = No
     if local is not None and name not in LOCAL_COPIES:
         raise DataError(f"--from reads a local copy of {', '.join(LOCAL_COPIES)} only; for {name}, put the "
                         f"publisher's file in <data-dir>/downloads/ (its name is in the offline error)")
-    if local is not None and not Path(local).is_dir():
-        raise DataError(f"--from {local}: not a folder")
+    if local is not None and not (Path(local).is_dir() or name == "massive" and Path(local).is_file()):
+        raise DataError(f"--from {local}: not a folder" + (" (or, for massive, the tarball)" * (name == "massive")))
     fetch = Fetch(root, progress, Path(local) if local is not None else None)
     if source.per_language:
-        return [_prepared(root / source.folder / lang, lambda tmp, lang=lang: source.build(fetch, tmp, lang), source)
+        return [_prepared(root / source.folder / lang, lambda tmp, lang=lang: source.build(fetch, tmp, lang), source, fetch.local)
                 for lang in langs or source.per_language]
-    return [_prepared(root / source.folder, lambda tmp: source.build(fetch, tmp), source)]
+    return [_prepared(root / source.folder, lambda tmp: source.build(fetch, tmp), source, fetch.local)]
 

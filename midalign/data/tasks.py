@@ -54,7 +54,9 @@ class Example:
         return f"{self.lang}-en" if self.target == "en" else f"en-{self.target}"
 
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        """The prompt's chat turns: the system prompt (when the task has one) and the user turn."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + [{"role": "user", "content": self.user}]
 
 
 @dataclass(frozen=True)
