@@ -134,12 +134,21 @@ class F1:
         return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
+def slot_counts(utt: str, annot_utt: str, prediction: str, lang: str) -> tuple[int, int, int]:
+    """(correct spans, predicted spans, gold spans) of one utterance: summed over items, they give the
+    official scorer's micro F1 (and any resample's, for a bootstrap over test items)."""
+    tokens, gold = gold_labels(utt, annot_utt, lang)
+    f1 = F1()
+    f1.add(spans(predicted_labels(tokens, parse_slots(prediction), lang, len(gold))), spans(gold))
+    return f1.tp, f1.n_pred, f1.n_gold
+
+
 def slot_f1(utts: list[str], annot_utts: list[str], predictions: list[str], lang: str) -> dict[str, float]:
     """Span micro F1 of predicted slot strings against MASSIVE annotations (one language), as the official scorer."""
     f1 = F1()
     for utt, annot, pred in zip(utts, annot_utts, predictions, strict=True):
-        tokens, gold = gold_labels(utt, annot, lang)
-        f1.add(spans(predicted_labels(tokens, parse_slots(pred), lang, len(gold))), spans(gold))
+        tp, n_pred, n_gold = slot_counts(utt, annot, pred, lang)
+        f1.tp, f1.n_pred, f1.n_gold = f1.tp + tp, f1.n_pred + n_pred, f1.n_gold + n_gold
     return f1.score
 
 

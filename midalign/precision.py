@@ -20,6 +20,17 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16): where it has
+    not, bf16 matmuls are emulated and several times slower than fp32. Measure before relying on it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = {w for line in f if line.lower().startswith(("flags", "features")) for w in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], ContextManager]:
     """A factory of the forward passes' autocast context: bf16 autocast for bf16 runs, nothing for fp32."""
     if dtype == torch.bfloat16:

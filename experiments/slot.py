@@ -1,0 +1,270 @@
+"""The paper's headline experiment in miniature: slot filling on MASSIVE 1.1 (paper §4, Table 2, Table 10).
+
+    python experiments/slot.py --massive-from amazon-massive-dataset-1.1.tar.gz --tatoeba-from LASER/data/tatoeba/v1
+    python experiments/slot.py --stages pilot           # the pilot only: zero-shot, and SFT at each pilot lr
+    python experiments/slot.py --report-only            # rebuild docs/slot.md from the result files
+    python experiments/slot.py --quick --model DIR      # every stage at toy size (the test suite)
+
+The paper's setting: task training on MASSIVE `train` of ar en es ru zh; alignment with Tatoeba pairs of
+cy ja jv sw tl with English at the middle layer; F1 with the official scorer on all 20 locales. Arms:
+base zero-shot, SFT (task only) and joint (task + alignment), with several seeds each. Joint and SFT
+draw the same task micro-batches in the same order (the alignment micro-batches are added, not swapped
+for task ones). Test utterances are a random sample of each locale's `test` partition (fixed seed),
+largest for the aligned languages, where the paper's effect is.
+
+Each run writes one JSON file to --results (committed), holding every test item's id, utterance, gold
+annotation and prediction, so each F1 can be recomputed with the official scorer from the file alone;
+the study's design is stamped in each file, and a file from another design is refused. Adapters and
+raw outputs live in --work (not committed); an interrupted training resumes where it stopped.
+Precision: bf16 autocast where the CPU has bf16 instructions (measured 1.7× faster per update on such
+a CPU), else fp32; each result file records which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import train  # noqa: E402
+from midalign.adapters import load_adapter  # noqa: E402
+from midalign.checkpoint import load_model, resolve_model_dir  # noqa: E402
+from midalign.data import sources  # noqa: E402
+from midalign.data.assemble import hold_out  # noqa: E402
+from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
+from midalign.data.tasks import load_massive, load_pairs  # noqa: E402
+from midalign.errors import MidalignError  # noqa: E402
+from midalign.evaluation import predict  # noqa: E402
+from midalign.io import atomic_write_text  # noqa: E402
+from midalign.metrics import slot_f1  # noqa: E402
+from midalign.precision import DTYPES, native_bf16  # noqa: E402
+from midalign.registry import DEFAULT_MODEL  # noqa: E402
+from midalign.tokenizer import ChatTokenizer  # noqa: E402
+from slot_report import render  # noqa: E402
+
+STAGES = ("pilot", "main")
+
+
+@dataclass(frozen=True)
+class SlotStudy:
+    """The design. `fingerprint()` names it: result files are only reused under the same one."""
+    model: str = DEFAULT_MODEL
+    supervised: tuple = ("ar", "en", "es", "ru", "zh")  # MASSIVE train languages (Table 9)
+    aligned: tuple = ("cy", "ja", "jv", "sw", "tl")  # Tatoeba alignment languages, paired with English
+    other: tuple = ("af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur")  # transfer, not aligned
+    test_per_lang: tuple = (30, 100, 20)  # random test utterances per locale: supervised, aligned, other
+    dev_per_lang: int = 20  # random dev utterances per supervised locale (dev loss; the pilot's F1)
+    sample_seed: int = 0
+    updates: int = 200
+    batch_size: int = 8
+    grad_accum: int = 2  # task micro-batches per update (joint: as many alignment ones in between)
+    lr: float = 5e-4
+    warmup_ratio: float = 0.05
+    eval_every: int = 50
+    align_batch_size: int = 16
+    align_layer: int = 0  # 0: the middle layer, L/2 (paper §3)
+    temperature: float = 1.5  # App. D.1: τ for Qwen 2.5
+    pool: str = "mean"  # the paper's pooling
+    seeds: tuple = (0, 1, 2)
+    max_new_tokens: int = 64  # the longest gold answer of the test sample is well below (the paper: 128)
+    batch_gen: int = 16
+    pilot_lrs: tuple = (5e-4, 1e-3)
+    pilot_updates: int = 120
+    pilot_eval_every: int = 30
+    bootstrap: int = 2000
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        design = {k: v for k, v in asdict(self).items() if k != "bootstrap"}  # the bootstrap only shapes the report
+        return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()[:10]
+
+
+QUICK = SlotStudy(test_per_lang=(1, 2, 1), dev_per_lang=1, updates=2, batch_size=2, grad_accum=1, eval_every=2,
+                  align_batch_size=4, seeds=(0, 1), max_new_tokens=4, batch_gen=8, pilot_lrs=(5e-4,), pilot_updates=2,
+                  pilot_eval_every=1, bootstrap=50, other=("de", "fr"))
+
+
+def read_result(path: Path, study: SlotStudy) -> dict | None:
+    """A run's result file, or None when it is not there; one made under another design is an error."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if result.get("design") != study.fingerprint():
+        raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
+                            f"{study.fingerprint()}): delete it to rerun that part, or pass --results DIR")
+    return result
+
+
+def study_dtype() -> str:
+    """bf16 autocast where the CPU has bf16 instructions (measured faster there), else fp32."""
+    return "bf16" if torch.cuda.is_available() or native_bf16() else "fp32"
+
+
+class Runner:
+    def __init__(self, study: SlotStudy, results: Path, work: Path, data_dir: Path | None,
+                 massive_from: Path | None, tatoeba_from: Path | None):
+        self.s, self.results, self.work = study, results, work / study.fingerprint()
+        self.data_dir, self.massive_from, self.tatoeba_from = data_dir, massive_from, tatoeba_from
+        self.dtype = study_dtype()
+        self._files: dict | None = None
+
+    # ------------------------------------------------------------------------------------- data
+    def files(self) -> dict:
+        """The MASSIVE locale files, the sampled dev and test files, and the alignment train/dev pairs."""
+        if self._files is not None:
+            return self._files
+        s, out = self.s, self.work / "data"
+        out.mkdir(parents=True, exist_ok=True)
+        [massive] = sources.ensure("massive", self.data_dir, progress=False, local=self.massive_from)
+        locale = lambda l: massive / f"{MASSIVE_LOCALES[l]}.jsonl"
+        n_test = {**{l: s.test_per_lang[0] for l in s.supervised}, **{l: s.test_per_lang[1] for l in s.aligned},
+                  **{l: s.test_per_lang[2] for l in s.other}}
+        test = [row for l, n in n_test.items() for row in sample(locale(l), "test", n, f"{s.sample_seed}-test-{l}")]
+        dev = [row for l in s.supervised for row in sample(locale(l), "dev", s.dev_per_lang, f"{s.sample_seed}-dev-{l}")]
+        tatoeba = sources.ensure("tatoeba", self.data_dir, list(s.aligned), progress=False, local=self.tatoeba_from)
+        pairs = [p for folder, l in zip(tatoeba, s.aligned) for p in load_pairs(folder / f"{l}-en.tsv")]
+        align_train, align_dev = hold_out(pairs, s.sample_seed)
+        files = {"train": [locale(l) for l in s.supervised], "dev": out / "dev.jsonl", "test": out / "test.jsonl",
+                 "align": out / "align-train.tsv", "align_dev": out / "align-dev.tsv"}
+        for key, rows in (("dev", dev), ("test", test)):
+            atomic_write_text(files[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        for key, rows in (("align", align_train), ("align_dev", align_dev)):
+            atomic_write_text(files[key], "".join(f"{p.lang}\t{p.text}\t{p.en}\n" for p in rows))
+        self._files = files
+        return files
+
+    # ------------------------------------------------------------------------------------- runs
+    def save(self, run: str, result: dict, seconds: float) -> dict:
+        result = {**result, "design": self.s.fingerprint(), "seconds": round(seconds, 1), "dtype": self.dtype,
+                  "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPU cores, "
+                             f"native bf16 {native_bf16()}, torch {torch.__version__}"}
+        atomic_write_text(self.results / f"{run}.json", json.dumps(result, ensure_ascii=False, indent=1))
+        return result
+
+    def adapter(self, name: str, seed: int, extra: list[str], updates: int, eval_every: int, lr: float) -> Path:
+        """Train `name` unless it finished (an interrupted training resumes); returns its best adapter."""
+        s, out, f = self.s, self.work / name, self.files()
+        if not (out / "last" / "adapter_config.json").is_file():
+            train.main(["--model", s.model, "--task", "slot", "--train-data", *map(str, f["train"]),
+                        "--train-langs", *s.supervised, "--dev-data", str(f["dev"]), "--batch-size", str(s.batch_size),
+                        "--max-steps", str(updates), "--eval-every", str(eval_every), "--patience", "1000",
+                        "--lr", str(lr), "--warmup-ratio", str(s.warmup_ratio), "--seed", str(seed),
+                        "--dtype", self.dtype, "--out", str(out), *(["--resume"] if (out / "state").is_dir() else []),
+                        *extra])
+        return out / "best"
+
+    def sft(self, seed: int, lr: float | None = None, updates: int | None = None, eval_every: int | None = None,
+            name: str | None = None) -> Path:
+        s = self.s
+        return self.adapter(name or f"sft-s{seed}", seed, ["--no-align", "--grad-accum", str(s.grad_accum)],
+                            updates or s.updates, eval_every or s.eval_every, lr or s.lr)
+
+    def joint(self, seed: int) -> Path:
+        s, f = self.s, self.files()
+        return self.adapter(f"joint-s{seed}", seed, [
+            "--grad-accum", str(2 * s.grad_accum), "--align-data", str(f["align"]), "--align-dev-data",
+            str(f["align_dev"]), "--align-batch-size", str(s.align_batch_size), "--temperature", str(s.temperature),
+            "--pool", s.pool, *(["--align-layer", str(s.align_layer)] if s.align_layer else [])],
+            s.updates, s.eval_every, s.lr)
+
+    def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None) -> dict:
+        """F1 per language of the base model or an adapter (trained first if need be), with every prediction."""
+        if (r := read_result(self.results / f"{run}.json", self.s)) is not None:
+            return r
+        start = time.perf_counter()
+        adapter = adapter() if adapter else None
+        examples = load_massive(self.files()["test" if partition == "test" else "dev"], partition)
+        folder = resolve_model_dir(self.s.model)
+        model, tok = load_model(folder, dtype=DTYPES[self.dtype]), ChatTokenizer(folder)
+        if adapter:
+            load_adapter(model, adapter, merge=True)
+        predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)
+        ids = [json.loads(l)["id"] for l in self.files()["test" if partition == "test" else "dev"].read_text(
+            encoding="utf-8").splitlines()]
+        items: dict[str, list] = {}
+        for i, ex, pred in zip(ids, examples, predictions, strict=True):
+            items.setdefault(ex.lang, []).append([i, ex.user, ex.annot, pred])
+        per_lang = {l: 100 * slot_f1(*zip(*[(u, a, p) for _, u, a, p in rows]), l)["f1"] for l, rows in items.items()}
+        result = {"partition": partition, "per_lang": per_lang, "items": items, "generation": generation}
+        if log is not None:
+            result.update(curves(self.work / log / "log.jsonl"))
+        return self.save(run, result, time.perf_counter() - start)
+
+    # ----------------------------------------------------------------------------------- stages
+    def stage(self, name: str) -> None:
+        s = self.s
+        if name == "pilot":
+            self.evaluate("pilot-base", None, partition="dev")
+            for lr in s.pilot_lrs:
+                tag = f"pilot-lr{lr:g}"
+                self.evaluate(tag, lambda lr=lr, tag=tag: self.sft(0, lr, s.pilot_updates, s.pilot_eval_every, tag),
+                              partition="dev", log=tag)
+        elif name == "main":
+            self.evaluate("base", None)
+            for seed in s.seeds:
+                self.evaluate(f"sft-s{seed}", lambda seed=seed: self.sft(seed), log=f"sft-s{seed}")
+                self.evaluate(f"joint-s{seed}", lambda seed=seed: self.joint(seed), log=f"joint-s{seed}")
+
+
+def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:
+    """n random records of `partition` (a fixed seed per locale), in file order."""
+    rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["partition"] == partition]
+    keep = set(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def curves(log: Path) -> dict:
+    """The training run's loss curves and time per update, from its log.jsonl."""
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    train_rows = [r for r in records if not r.get("eval") and "step" in r]
+    return {"dev_curve": [{k: r[k] for k in ("step", "dev_loss", "dev_task_loss", "dev_align_loss") if k in r}
+                          for r in records if r.get("eval")],
+            "train_curve": [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s") if k in r}
+                            for r in train_rows]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    p.add_argument("--quick", action="store_true", help="every stage at toy size (needs --model, e.g. a tiny model)")
+    p.add_argument("--model", help=f"model (default {DEFAULT_MODEL})")
+    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results" / "slot",
+                   help="result files (committed)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "slot", help="adapters and raw outputs")
+    p.add_argument("--report", type=Path, default=ROOT / "docs" / "slot.md")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report from the result files")
+    p.add_argument("--data-dir", type=Path, help="root of prepared datasets (default: $MIDALIGN_CACHE/datasets)")
+    p.add_argument("--massive-from", type=Path, help="MASSIVE 1.1's tarball or unpacked folder (else downloaded)")
+    p.add_argument("--tatoeba-from", type=Path,
+                   help="LASER's Tatoeba test set folder (tatoeba.<xxx>-eng.*; else OPUS Tatoeba is downloaded)")
+    args = p.parse_args(argv)
+    study = QUICK if args.quick else SlotStudy()
+    if args.model:
+        study = replace(study, model=args.model)
+    if not args.report_only:
+        runner = Runner(study, args.results, args.work, args.data_dir, args.massive_from, args.tatoeba_from)
+        for stage in args.stages:
+            print(f"[slot] {stage} ({runner.dtype})", file=sys.stderr)
+            runner.stage(stage)
+    command = "python experiments/slot.py" + (f" --quick --model {study.model}" if args.quick else "")
+    render(study, args.results, args.report, lambda path: read_result(path, study), command)
+    print(f"wrote {args.report}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MidalignError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,79 @@
+"""The slot study end to end at toy size (--quick) on the tiny chat model and the real MASSIVE and LASER
+Tatoeba excerpts, and its report recomputed from the predictions stored in the result files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "publishers"
+sys.path.insert(0, str(ROOT / "experiments"))
+
+
+def run_quick(model: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "slot.py"), "--quick", "--model", str(model),
+                           "--results", str(tmp / "results"), "--work", str(tmp / "work"), "--report",
+                           str(tmp / "slot.md"), "--data-dir", str(tmp / "data"), "--massive-from",
+                           str(FIXTURES / "massive"), "--tatoeba-from", str(FIXTURES / "tatoeba-laser"), *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat_checkpoint, tmp_path):
+    res = run_quick(tiny_chat_checkpoint, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = tmp_path / "results"
+    assert {p.stem for p in results.glob("*.json")} == {"pilot-base", "pilot-lr0.0005", "base", "sft-s0", "sft-s1",
+                                                        "joint-s0", "joint-s1"}
+    sft = json.loads((results / "sft-s0.json").read_text())
+    # the random test sample: (supervised, aligned, other) = (1, 2, 1) utterances per locale, from `test`
+    assert {l: len(v) for l, v in sft["items"].items()} == {"ar": 1, "en": 1, "es": 1, "ru": 1, "zh": 1, "cy": 2,
+                                                            "ja": 2, "jv": 2, "sw": 2, "tl": 2, "de": 1, "fr": 1}
+    real = {r["id"]: r for r in map(json.loads, (FIXTURES / "massive/1.1/data/cy-GB.jsonl").read_text().splitlines())}
+    for i, utt, annot, _ in sft["items"]["cy"]:  # id, utterance and gold as in the publisher's file
+        assert real[i]["partition"] == "test" and (real[i]["utt"], real[i]["annot_utt"]) == (utt, annot)
+    assert sft["dtype"] in ("bf16", "fp32") and sft["train_curve"] and sft["dev_curve"]
+    text = (tmp_path / "slot.md").read_text()
+    assert "Not run yet" not in text and text.count("inconclusive") == 3  # a random tiny model learns nothing
+
+    # a prediction edited to the gold answer changes the report: it is recomputed from the stored items
+    i, utt, annot, _ = sft["items"]["cy"][0]
+    from midalign.data.tasks import slots_from_annotation
+    sft["items"]["cy"][0][3] = slots_from_annotation(annot)
+    (results / "sft-s0.json").write_text(json.dumps(sft))
+    res = run_quick(tiny_chat_checkpoint, tmp_path, "--report-only")
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = next(l for l in (tmp_path / "slot.md").read_text().splitlines() if l.startswith("| SFT ("))
+    assert row != next(l for l in text.splitlines() if l.startswith("| SFT ("))
+
+    # a second run trains and evaluates nothing; a file from another design is refused by name
+    res = run_quick(tiny_chat_checkpoint, tmp_path)
+    assert res.returncode == 0 and "[train]" not in res.stderr
+    sft["design"] = "0000000000"
+    (results / "sft-s0.json").write_text(json.dumps(sft))
+    res = run_quick(tiny_chat_checkpoint, tmp_path)
+    assert res.returncode == 1 and "sft-s0.json was made under another design" in res.stderr
+
+
+def test_item_counts_sum_to_the_official_f1_and_the_bootstrap_is_paired():
+    from slot_report import bootstrap_delta, f1, group_f1
+
+    from midalign.metrics import slot_counts, slot_f1
+
+    rows = [json.loads(l) for l in (FIXTURES / "massive/1.1/data/de-DE.jsonl").read_text().splitlines()]
+    from midalign.data.tasks import slots_from_annotation
+    preds = [slots_from_annotation(r["annot_utt"]) if i % 3 == 0 else "None" for i, r in enumerate(rows)]
+    counts = [slot_counts(r["utt"], r["annot_utt"], p, "de") for r, p in zip(rows, preds)]
+    assert f1(counts) == pytest.approx(100 * slot_f1([r["utt"] for r in rows], [r["annot_utt"] for r in rows], preds,
+                                                     "de")["f1"])
+    assert 0 < f1(counts) < 100
+    arm = {0: {"de": counts}, 1: {"de": counts}}
+    same = bootstrap_delta(arm, arm, ["de"], 200)
+    assert same["delta"] == 0 and same["ci95"] == [0, 0]  # identical arms: every paired resample is 0
+    perfect = [slot_counts(r["utt"], r["annot_utt"], slots_from_annotation(r["annot_utt"]), "de") for r in rows]
+    better = bootstrap_delta({0: {"de": perfect}, 1: {"de": perfect}}, arm, ["de"], 200)
+    assert better["delta"] == pytest.approx(100 - group_f1({"de": counts}, ["de"])) and better["ci95"][0] > 0
