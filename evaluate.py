@@ -1,4 +1,4 @@
-"""Generation and the paper's metrics per language (paper §4.2, Tables 2, 10, 11; REFERENCE.md §3, §7).
+"""Generation and the paper's metrics per language (paper §4.2, Tables 2, 10, 11; docs/method.md §3, §7).
 
     python evaluate.py                                     # offline default: UDHR test articles X→English
     python evaluate.py --adapter runs/demo/best --out runs/eval-aligned

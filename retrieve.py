@@ -1,4 +1,4 @@
-"""Layer-wise translation retrieval (paper §2, Fig. 1, Table 2 "Retrieval Acc."; REFERENCE.md §6).
+"""Layer-wise translation retrieval (paper §2, Fig. 1, Table 2 "Retrieval Acc."; docs/method.md §6).
 
     python retrieve.py                                   # default model, UDHR held-out articles, 35 languages
     python retrieve.py --adapter runs/demo/best --out runs/retrieval-aligned

@@ -1,4 +1,4 @@
-"""Alternating task / middle-layer alignment LoRA training (Liu & Niehues 2025, §3; REFERENCE.md §1–4).
+"""Alternating task / middle-layer alignment LoRA training (Liu & Niehues 2025, §3; docs/method.md §1–4).
 
     python train.py                                  # offline default: UDHR X→English MT, demo preset
     python train.py --experiment slot --align-layer 16  # the paper's slot filling: data fetched on first use

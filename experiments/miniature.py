@@ -18,7 +18,7 @@ Sections (the paper's claim, the miniature's measurement, whether it holds):
   placement   Fig. 4: alignment-only training at an early, the middle and a late layer
   merge       Table 6: SFT adapter merged with the alignment-only adapter (task weight chosen on ALMA dev)
   correlation Fig. 1b: base middle-layer retrieval per language vs the SFT model's per-language chrF
-  unseen      §5.2: transfer gain (joint with alignment on a named UDHR language subset − SFT) for
+  unseen      §5.1: transfer gain (joint with alignment on a named UDHR language subset − SFT) for
               languages in that subset vs languages absent from it
 """
 

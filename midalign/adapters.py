@@ -175,7 +175,7 @@ def _same_model(a: str, b: str) -> bool:
 
 
 def merge_adapters(adapters: list[Adapter], weights: list[float], method: str) -> Adapter:
-    """Combine adapters as peft's `add_weighted_adapter` does (paper §6.3; REFERENCE.md §5); scaling 1.
+    """Combine adapters as peft's `add_weighted_adapter` does (paper §6.3; docs/method.md §5); scaling 1.
 
     linear: A = Σ sign(wᵢsᵢ)·√|wᵢsᵢ|·Aᵢ, B = Σ √|wᵢsᵢ|·Bᵢ (equal ranks). The update BA holds the wanted
             wᵢsᵢBᵢAᵢ plus cross terms √(w₁s₁w₂s₂)(B₁A₂ + B₂A₁): not the weighted average of the updates.

@@ -1,4 +1,4 @@
-"""The alignment objective at a middle layer (paper §3; REFERENCE.md §1).
+"""The alignment objective at a middle layer (paper §3; docs/method.md §1).
 
 Sentence representation = masked mean of the output of decoder layer i (HF `hidden_states[i]`, no
 final norm) over real tokens. The first token of Llama/Qwen models carries an "attention sink"

@@ -1,4 +1,4 @@
-"""The early-stopping dev loss (paper App. D.1; REFERENCE.md §2): mean task loss over the dev examples
+"""The early-stopping dev loss (paper App. D.1; docs/method.md §2): mean task loss over the dev examples
 plus mean alignment loss over fixed dev batches, summed as in the official code."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Generation on task examples and the paper's scores per language (per direction for MT) and per group
-(paper §4.2, Tables 2, 10, 11; REFERENCE.md §7). Used by evaluate.py and by merge.py's weight search."""
+(paper §4.2, Tables 2, 10, 11; docs/method.md §7). Used by evaluate.py and by merge.py's weight search."""
 
 from __future__ import annotations
 

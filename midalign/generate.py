@@ -10,20 +10,55 @@ from midalign.batching import left_pad, length_sorted_batches
 from midalign.model import CausalLM, KVCache
 
 
+MIN_SHARED_PREFIX = 8  # tokens: below this, prefilling the prefix separately saves nothing
+
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens that every prompt starts with, leaving each prompt at least one token of its own."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(n):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
+def prefill(model: CausalLM, prompts: Sequence[Sequence[int]], cache: KVCache, pad_id: int,
+            share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the prompts into `cache`; returns (last-position logits (B, 1, V), attention mask (B, S)).
+
+    The tokens all prompts start with (a task's system prompt: ~100 of the slot prompts' ~120 tokens) are
+    computed once, at batch 1, and their keys and values copied to every row; the rest of each prompt is
+    left-padded after them. Positions count real tokens only, so every row sees exactly what it would
+    alone: the same computation as prefilling the whole prompts, without repeating the shared part."""
+    device = model.lm_head.weight.device
+    shared = common_prefix_length(prompts) if share_prefix and len(prompts) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        ids, mask = left_pad(prompts, pad_id, device)
+        return model(ids, mask, cache=cache, logits_to_keep=1).logits, mask
+    head = KVCache(model.config, 1, shared, device, cache.k.dtype)
+    model(torch.tensor([list(prompts[0][:shared])], device=device), cache=head, logits_to_keep=None)
+    cache.k[:, :, :, :shared] = head.k  # broadcast over the batch
+    cache.v[:, :, :, :shared] = head.v
+    cache.advance(shared)
+    ids, mask = left_pad([p[shared:] for p in prompts], pad_id, device)
+    mask = torch.cat([torch.ones(len(prompts), shared, dtype=mask.dtype, device=device), mask], dim=1)
+    return model(ids, mask, cache=cache, logits_to_keep=1).logits, mask
+
+
 @torch.inference_mode()
 def greedy_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                    eos_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+                    eos_ids: Sequence[int], pad_id: int, share_prefix: bool = True) -> list[list[int]]:
     """New tokens for each prompt (one batch), stopping at the first EOS id, which is not returned."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt: every prompt needs at least one token")
     device = model.lm_head.weight.device
-    ids, mask = left_pad(prompts, pad_id, device)
-    B, T = ids.shape
+    B, T = len(prompts), max(len(p) for p in prompts)
     cache = KVCache(model.config, B, T + max_new_tokens, device, model.lm_head.weight.dtype)
     eos = torch.tensor(list(eos_ids), device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logits = model(ids, mask, cache=cache, logits_to_keep=1).logits
+    logits, mask = prefill(model, prompts, cache, pad_id, share_prefix)
     for step in range(max_new_tokens):
         nxt = logits[:, -1].argmax(-1)  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)

@@ -1,4 +1,4 @@
-"""Task metrics (paper §4.2; REFERENCE.md §7).
+"""Task metrics (paper §4.2; docs/method.md §7).
 
 - Slot F1 as the official MASSIVE scorer (`scripts/eval_massive.py` of the paper's code, itself the MASSIVE
   authors' `eval_preds`) computes it:

@@ -1,4 +1,4 @@
-"""Numeric precision of a run (REFERENCE.md §4: bf16 on GPU, fp32 on CPU). bf16 means bf16 base weights
+"""Numeric precision of a run (docs/method.md §4: bf16 on GPU, fp32 on CPU). bf16 means bf16 base weights
 and bf16 autocast, with fp32 LoRA factors and optimizer state; pooling, cosine similarities, the
 contrastive softmax and the task cross-entropy are computed in fp32 either way. The same path runs on
 CPU (`--dtype bf16`), so that the CUDA setting is exercised by the CPU test suite."""

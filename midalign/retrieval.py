@@ -2,7 +2,7 @@
 
 Each sentence is embedded per layer by mean pooling (the same pooling as the alignment loss), and each
 source sentence must find its translation among all target sentences. Retrieval uses LASER's
-(xsim) ratio margin with k = 4 (REFERENCE.md §6):
+(xsim) ratio margin with k = 4 (docs/method.md §6):
 
     avg_xy[i] = mean of the k largest cos(x_i, ·),  avg_yx[j] = mean of the k largest cos(·, y_j)
     margin(i, j) = cos(x_i, y_j) / ((avg_xy[i] + avg_yx[j]) / 2)

@@ -1,4 +1,4 @@
-"""Training schedule (paper §3, App. D.1; REFERENCE.md §2, §4): alternation, accumulation, learning rate."""
+"""Training schedule (paper §3, App. D.1; docs/method.md §2, §4): alternation, accumulation, learning rate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task objective (paper §3, REFERENCE.md §3): causal LM cross-entropy on the answer only.
+"""The task objective (paper §3, docs/method.md §3): causal LM cross-entropy on the answer only.
 
 Prompt tokens are masked; the answer is followed by the model's end-of-turn token, which counts.
 The vocabulary projection runs only at the positions that predict answer tokens — the loss is the

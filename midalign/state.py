@@ -1,4 +1,4 @@
-"""Training state for exact resume (REFERENCE.md §4: keep best; the reliability notes in docs/): LoRA
+"""Training state for exact resume (docs/method.md §4: keep best; the reliability notes in docs/): LoRA
 weights, optimizer, every rank's RNG and the counters, each save written to a temporary folder and
 renamed into place, so a crash never leaves a half-written state."""
 

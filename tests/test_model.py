@@ -100,6 +100,31 @@ def test_greedy_generation_is_token_identical_to_transformers(tiny_checkpoint):
     assert any(len(r) < 12 for r in expected) or all(len(r) == 12 for r in expected)
 
 
+def test_prompts_sharing_a_prefix_generate_as_transformers_does_on_the_whole_prompts(tiny_checkpoint):
+    """The shared prefix (a task's system prompt) is prefilled once and copied to every row: the same
+    tokens as transformers generating from the whole left-padded prompts, and the same first logits."""
+    from midalign.generate import MIN_SHARED_PREFIX, common_prefix_length, prefill
+    from midalign.model import KVCache
+
+    model, ref = load_model(tiny_checkpoint, device="cpu"), hf_model(tiny_checkpoint)
+    system = random_ids(1, 12, seed=3)[0].tolist()
+    prompts = [system + random_ids(1, n, seed=20 + n)[0].tolist() for n in (1, 7, 4)]
+    assert common_prefix_length(prompts) >= 12 >= MIN_SHARED_PREFIX
+    assert common_prefix_length([[1, 2], [1, 2, 3]]) == 1  # each prompt keeps a token of its own
+    ours = greedy_generate(model, prompts, max_new_tokens=10, eos_ids=[5], pad_id=0)
+    assert ours == greedy_generate(model, prompts, max_new_tokens=10, eos_ids=[5], pad_id=0, share_prefix=False)
+    ids, mask = left_pad(prompts, pad_id=0)
+    with torch.no_grad():
+        hf = ref.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, eos_token_id=[5],
+                          pad_token_id=0)[:, ids.shape[1]:].tolist()
+        first = ref(ids, attention_mask=mask).logits[:, -1]
+    assert ours == [row[:row.index(5)] if 5 in row else row for row in hf]
+    with torch.inference_mode():
+        cache = KVCache(model.config, 3, ids.shape[1] + 1, "cpu", torch.float32)
+        logits, _ = prefill(model, prompts, cache, pad_id=0)
+    torch.testing.assert_close(logits[:, -1], first, atol=ATOL, rtol=0)
+
+
 def test_sharded_checkpoint_loads(tmp_path):
     folder = tmp_path / "sharded"
     write_tiny_checkpoint("llama", tmp_path / "single")

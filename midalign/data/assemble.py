@@ -1,4 +1,4 @@
-"""The training data of a run (paper §3, §4; REFERENCE.md §2, §8): task examples from the four sources
+"""The training data of a run (paper §3, §4; docs/method.md §2, §8): task examples from the four sources
 (the offline UDHR text, ALMA-style MT files, MASSIVE, UNER) and alignment pairs (pair files or UDHR),
 with the alignment dev pairs an experiment holds out of its own alignment data."""
 

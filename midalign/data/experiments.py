@@ -1,4 +1,4 @@
-"""The paper's three experiments (Table 1; REFERENCE.md §8) as data files, fetched on first use.
+"""The paper's three experiments (Table 1; docs/method.md §8) as data files, fetched on first use.
 
 `train.py --experiment slot|mt|json` and `evaluate.py --experiment …` read their languages and files
 from here; `python train.py` without an experiment keeps the offline UDHR default.

@@ -1,4 +1,4 @@
-"""The paper's datasets from their publishers (REFERENCE.md §8), as files midalign's loaders read.
+"""The paper's datasets from their publishers (docs/method.md §8), as files midalign's loaders read.
 
     python -m midalign.data list
     python -m midalign.data fetch massive tatoeba --langs cy jv ja sw tl
@@ -249,7 +249,7 @@ def build_alma(fetch: Fetch, out: Path, x: str) -> dict[str, str]:
             raise DataError(f"{source}: no {x}-en sentence pairs; expected ALMA's human_written_data/{x}en layout")
         (out / f"{split}.{x}-en.jsonl").write_text(
             "".join(json.dumps({"translation": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
-    # the MT experiment aligns on its own training pairs (REFERENCE.md §8)
+    # the MT experiment aligns on its own training pairs (docs/method.md §8)
     (out / "pairs.tsv").write_text("".join(f"{x}\t{t[x]}\t{t['en']}\n" for t in train if "\t" not in t[x] + t["en"]),
                                    encoding="utf-8")
     return {src.name: src_url, en.name: en_url, dev.name: dev_url}

@@ -1,4 +1,4 @@
-"""Task data formats and prompts (paper §3, §4, App. D.2; REFERENCE.md §3, §8).
+"""Task data formats and prompts (paper §3, §4, App. D.2; docs/method.md §3, §8).
 
 Each task becomes chat examples — system prompt, user turn, answer — rendered with the model's own
 chat template. Loaders validate every line and stop with `file:line: what is wrong`.
