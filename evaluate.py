@@ -23,23 +23,22 @@ import torch
 
 from midalign.adapters import load_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
-from midalign.data import udhr
 from midalign.data.experiments import EXPERIMENTS
-from midalign.data.tasks import Example, Pair, mt_examples
+from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError, MidalignError
-from midalign.evaluation import (MAIN_METRIC, MAX_NEW_TOKENS, group_averages, group_units, load_examples, predict,
-                                 score_units)
+from midalign.evaluation import first_per_unit, group_averages, group_units, load_examples, predict, score_units
 from midalign.io import atomic_write_text
 from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
 from midalign.tokenizer import ChatTokenizer
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
+UDHR_LIMIT, UDHR_MAX_NEW_TOKENS = 4, 128  # the offline default: the 4 shortest held-out paragraphs per language
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["slot", "mt", "json"], default="mt")
+    p.add_argument("--task", choices=sorted(TASKS), default="mt", help="the task (midalign/data/tasks.py)")
     p.add_argument("--experiment", choices=sorted(EXPERIMENTS),
                    help="the paper's test sets and languages (Table 1), downloaded on first use; sets --task")
     p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
@@ -69,17 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def test_examples(args) -> list[Example]:
-    if args.task == "mt" and not args.data:
-        langs = args.langs or [l for l in udhr.DEFAULT_VERSIONS if l != "en"]
-        # the `limit` shortest held-out paragraphs (by English length): the same rows in every language
-        rows = sorted(udhr.parallel_rows(["en", *langs], "test"), key=lambda r: len(r["en"]))[: args.limit or 4]
-        return mt_examples([Pair(l, r[l], r["en"]) for l in langs for r in rows])
-    if not args.data:
-        raise DataError(f"--task {args.task} needs --data (see --help for the formats)")
-    # an experiment's languages may lack a test set in the chosen copy (said when its files were chosen)
-    examples = load_examples(args.task, args.data, None if args.experiment else args.langs, args.limit)
-    return [ex for ex in examples if not args.langs or ex.lang in args.langs]
+def test_examples(args, task: Task) -> list[Example]:
+    """--data's test examples (MT: each file in its own direction), else the task's offline default
+    (UDHR: the --limit shortest held-out paragraphs, UDHR_LIMIT by default)."""
+    if args.data:
+        # an experiment's languages may lack a test set in the chosen copy (said when its files were chosen)
+        examples = load_examples(task, args.data, None if args.experiment else args.langs, args.limit)
+        return [ex for ex in examples if not args.langs or ex.lang in args.langs]
+    if task.offline is None:
+        raise DataError(f"--task {task.name} needs --data (see --help for the formats)")
+    return first_per_unit(task.offline("test", args.langs, None), args.limit or UDHR_LIMIT)
 
 
 def comet_scores(examples: list[Example], predictions: list[str], python: Path | None) -> list[float] | None:
@@ -119,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         args.task = experiment.task
         args.data = args.data or experiment.test_files(args.data_dir, args.mt_test)
         args.langs = args.langs or experiment.test_langs
-    examples = test_examples(args)
+    task = get_task(args.task)
+    examples = test_examples(args, task)
     langs = list(dict.fromkeys(ex.lang for ex in examples))
     units = list(dict.fromkeys(ex.unit for ex in examples))
     if args.groups:
@@ -134,12 +133,12 @@ def main(argv: list[str] | None = None) -> None:
         groups = {"supervised": experiment.train_langs, "aligned": experiment.align_langs,
                   "transfer": [l for l in langs if l not in seen]}
         groups = {name: members for name, members in groups.items() if set(members) & set(langs)}
-    elif args.task == "mt" and not args.data:
+    elif not args.data:
         groups = {**UDHR_GROUPS, "transfer": [l for l in langs if l not in UDHR_GROUPS["supervised"]]}
     else:
         groups = {}
     groups = group_units(groups, units)
-    max_new = args.max_new_tokens or (128 if args.task == "mt" and not args.data else MAX_NEW_TOKENS[args.task])
+    max_new = args.max_new_tokens or (task.max_new_tokens if args.data else UDHR_MAX_NEW_TOKENS)
 
     folder = resolve_model_dir(args.model)
     device = torch.device(args.device) if args.device else default_device()
@@ -148,9 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.adapter:
         load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
     predictions, generation = predict(model, tok, examples, max_new, args.batch_size)
-    per_unit = score_units(args.task, examples, predictions)
-    metric = MAIN_METRIC[args.task]
-    if args.task == "mt":
+    per_unit = score_units(task, examples, predictions)
+    metric = task.metric
+    if task.comet:
         comet = comet_scores(examples, predictions, args.comet_python)
         for unit in units:
             idx = [i for i, ex in enumerate(examples) if ex.unit == unit]
@@ -172,10 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(per_unit, averages, metric, label)
     atomic_write_text(args.out / "table.md", table)
     print(table)
-    if args.task == "mt":
-        for unit in units:
-            print(f"{unit}: BLEU {per_unit[unit]['bleu']:.1f} ({per_unit[unit]['bleu_signature']}), "
-                  f"chrF {per_unit[unit]['chrf']:.1f}")
+    for unit, s in per_unit.items():
+        print(f"{unit}: {task.summary(s)}")
     print(f"{len(examples)} examples, {generation['new_tokens']} new tokens in {generation['seconds']:.0f} s "
           f"({generation['tokens_per_s']:.1f} tokens/s, batch {args.batch_size}); wrote {args.out}/scores.json, "
           f"predictions.jsonl, table.md")

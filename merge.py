@@ -29,6 +29,7 @@ import torch
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
 from midalign.errors import MidalignError
+from midalign.data.tasks import TASKS
 from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "base_model_name_or_path)")
     g = parser.add_argument_group("weight search (two adapters: task first)")
     g.add_argument("--search", nargs="+", type=float, metavar="W", help="task weights to try (the other gets 1 - W)")
-    g.add_argument("--task", choices=["slot", "mt", "json"], help="the task of --dev-data")
+    g.add_argument("--task", choices=sorted(TASKS), help="the task of --dev-data (midalign/data/tasks.py)")
     g.add_argument("--dev-data", nargs="+", type=Path,
                    help="dev files as evaluate.py --data reads them (MASSIVE: the 'dev' partition)")
     g.add_argument("--langs", nargs="+", help="dev languages (default: all in the data)")
@@ -65,12 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def search(args, adapters: list) -> None:
     """Merge with (w, 1 - w) for each w, score the merged model on the dev data, keep the best."""
-    from midalign.evaluation import MAX_NEW_TOKENS, load_examples, predict, score_units
+    from midalign.evaluation import load_examples, predict, score_units
     from midalign.io import atomic_write_text
     from midalign.precision import resolve_dtype
     from midalign.tokenizer import ChatTokenizer
 
-    examples = load_examples(args.task, args.dev_data, args.langs, args.limit, partition="dev")
+    task = TASKS[args.task]
+    examples = load_examples(task, args.dev_data, args.langs, args.limit, partition="dev")
     base = args.model or adapters[0].base_model
     if not base:
         raise AdapterError("the adapters record no base model; pass --model")
@@ -84,9 +86,9 @@ def search(args, adapters: list) -> None:
             apply_lora(model, merged.config)
         load_adapter_weights(model, merged, where=f"merge with weights {w}, {1 - w:g}")
         merge_lora(model)  # inference at the base model's cost
-        predictions, _ = predict(model, tok, examples, args.max_new_tokens or MAX_NEW_TOKENS[args.task], args.batch_size)
+        predictions, _ = predict(model, tok, examples, args.max_new_tokens or task.max_new_tokens, args.batch_size)
         unmerge_lora(model)
-        per_unit = score_units(args.task, examples, predictions)
+        per_unit = score_units(task, examples, predictions)
         score = sum(s["score"] for s in per_unit.values()) / len(per_unit)
         results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()}}
         print(f"task weight {w:g}: dev score {score:.2f} (mean over {len(per_unit)} languages)")

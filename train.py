@@ -4,8 +4,8 @@
     python train.py --experiment slot --align-layer 16  # the paper's slot filling: data fetched on first use
     python train.py --preset paper --task slot --train-data massive/1.1/data --align-data tatoeba.tsv
     python train.py --no-align                       # task only: the SFT baseline
-    python train.py --task none                      # alignment only: the module for merging (§6.3)
-    python train.py --experiment slot --task none --dry-run   # print the resolved settings, train nothing
+    python train.py --align-only                     # alignment only: the module for merging (§6.3)
+    python train.py --experiment slot --align-only --dry-run   # print the resolved settings, train nothing
 
 Each optimizer update sums `--grad-accum` micro-batches alternating task, alignment, task, … The task
 loss is cross-entropy on the answer (+ end-of-turn token); the alignment loss is InfoNCE between
@@ -34,9 +34,9 @@ from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import load_model, resolve_model_dir
 from midalign.config import ModelConfig
-from midalign.data.assemble import UDHR_TASK_LANGS, alignment_pairs, encode_pairs, group_pairs, task_examples
+from midalign.data.assemble import alignment_pairs, encode_pairs, group_pairs, task_examples
 from midalign.data.experiments import EXPERIMENTS
-from midalign.data.tasks import Pair
+from midalign.data.tasks import TASKS, UDHR_TASK_LANGS, Pair
 from midalign.devloss import dev_losses
 from midalign.distributed import World, close_world, init_world
 from midalign.errors import CheckpointError, DataError, MidalignError
@@ -87,8 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute layer activations in the backward pass (less memory, ~30%% more compute)")
     g = p.add_argument_group("task")
-    g.add_argument("--task", choices=["mt", "slot", "json", "none"],
-                   help="default mt (an experiment's own task); 'none' trains the alignment objective alone")
+    g.add_argument("--task", choices=sorted(TASKS),
+                   help="the task (midalign/data/tasks.py; default mt, or an experiment's own task)")
+    g.add_argument("--align-only", action="store_true",
+                   help="train the alignment objective alone: the module merged into a task adapter (§6.3)")
     g.add_argument("--train-data", nargs="+", type=Path,
                    help="task training files (default for mt: the offline UDHR train articles)")
     g.add_argument("--dev-data", nargs="+", type=Path, help="task dev files (slot: default the train files' dev partition)")
@@ -138,22 +140,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.set_defaults(align_dev_split=False)  # set by an experiment: hold out dev pairs from its alignment data
     pre, _ = p.parse_known_args(argv)
     paper = experiment_name(pre)
-    p.set_defaults(**PRESETS[pre.preset or ("paper" if paper else "demo")])
+    preset = pre.preset or ("paper" if paper else "demo")
+    p.set_defaults(**PRESETS[preset], preset_resolved=preset)
     return p.parse_args(argv)
 
 
 def experiment_name(args: argparse.Namespace) -> str | None:
-    """--experiment NAME, or --task slot/json without --train-data (the paper's setup for that task)."""
-    return args.experiment or (args.task if args.task in ("slot", "json") and not args.train_data else None)
+    """--experiment NAME, or a --task without --train-data nor an offline default whose name is one of the
+    paper's experiments (slot, json): the paper's setup for that task."""
+    implied = args.task in EXPERIMENTS and TASKS[args.task].offline is None and not args.train_data
+    return args.experiment or (args.task if implied else None)
+
+
+def resolution(args: argparse.Namespace, preset: str) -> str:
+    """The first log line: which experiment and preset a command resolved to, and why."""
+    name = experiment_name(args)
+    why = ("--experiment" if args.experiment else f"--task {args.task} without --train-data") if name else None
+    preset_why = "--preset" if args.preset else (f"the default with an experiment" if name else "the default")
+    flags = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS[preset].items() if v is not None)
+    return ((f"[train] experiment {name} ({why}: the paper's data and languages, Table 1); " if name else "[train] ") +
+            f"preset {preset} ({preset_why}; explicit flags win): {flags}")
 
 
 def resolve_settings(args: argparse.Namespace, config) -> None:
     """Settings that follow from the experiment and the model: task, languages, direction, τ, layer.
-    Flags given explicitly keep their values (`--task none` included)."""
+    Flags given explicitly keep their values."""
     exp = EXPERIMENTS.get(experiment_name(args))
     if exp is not None:
         args.task = args.task or exp.task
-        args.train_langs = args.train_langs or (exp.train_langs if args.task != "none" else None)
+        args.train_langs = args.train_langs or (exp.train_langs if not args.align_only else None)
         args.mt_direction = args.mt_direction or exp.mt_direction
         args.align_langs = args.align_langs or (exp.align_langs if not args.no_align else None)
     args.task = args.task or "mt"
@@ -169,8 +184,8 @@ def apply_experiment(args: argparse.Namespace) -> None:
     exp = EXPERIMENTS.get(experiment_name(args))
     if exp is None:
         return
-    train, dev, pairs = exp.train_files(args.data_dir, task=args.task != "none", align=not args.no_align)
-    if args.task != "none":
+    train, dev, pairs = exp.train_files(args.data_dir, task=not args.align_only, align=not args.no_align)
+    if not args.align_only:
         args.train_data, args.dev_data = args.train_data or train, args.dev_data or dev
     if not args.no_align and not args.align_data:
         args.align_data, args.align_dev_split = pairs, True
@@ -209,8 +224,9 @@ class RunData:
 
 
 def load_run_data(args: argparse.Namespace, tok) -> RunData:
-    train_task, dev_task = task_examples(args.task, args.train_data, args.dev_data, args.train_langs, args.mt_direction)
-    if args.task != "none" and not train_task:
+    train_task, dev_task = ([], []) if args.align_only else task_examples(
+        TASKS[args.task], args.train_data, args.dev_data, args.train_langs, args.mt_direction)
+    if not args.align_only and not train_task:
         raise DataError(f"no task training examples (task {args.task}, languages {args.train_langs or 'default'})")
     pairs, dev_pairs = ([], []) if args.no_align else alignment_pairs(
         args.align_data, args.align_dev_data, args.align_langs, args.align_dev_split, args.seed)
@@ -222,8 +238,8 @@ def check_settings(args: argparse.Namespace, n_layers: int, world: World) -> Non
     """Settings errors, raised before anything is downloaded or written."""
     if not 1 <= args.align_layer <= n_layers:
         raise DataError(f"--align-layer {args.align_layer} is out of range: this model has decoder layers 1..{n_layers}")
-    if args.task == "none" and args.no_align:
-        raise DataError("--task none with --no-align leaves nothing to train")
+    if args.align_only and args.no_align:
+        raise DataError("--align-only with --no-align leaves nothing to train")
     for flag, size in (("--batch-size", args.batch_size), ("--align-batch-size", args.align_batch_size)):
         if size % world.size:
             raise DataError(f"{flag} {size} is the global batch and must be divisible by the {world.size} processes")
@@ -283,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
 def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> None:
     # --- setup: settings, model, data, LoRA, optimizer (paper App. D.1)
     torch.manual_seed(args.seed)
+    if world.main:
+        print(resolution(args, args.preset_resolved), file=sys.stderr)
     folder = resolve_model_dir(args.model)
     resolve_settings(args, ModelConfig.from_hf(folder))
     if args.dry_run:
@@ -295,7 +313,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
     check_settings(args, model.config.num_hidden_layers, world)
     world.main_first(lambda: apply_experiment(args))  # rank 0 downloads, the others then verify
     data = load_run_data(args, tok)
-    kinds = micro_batch_kinds(args.grad_accum, task=args.task != "none", align=not args.no_align)
+    kinds = micro_batch_kinds(args.grad_accum, task=not args.align_only, align=not args.no_align)
     total, warmup = schedule_length(args, kinds, data)
     if data.task:  # tokenize only the task examples this run's micro-batches draw
         data.task.prepare(sorted({i for index in range(total * kinds.count(TASK))
@@ -396,9 +414,11 @@ def announce(args, model, lora_config: LoRAConfig, data: RunData, kinds: list[st
         return
     alignment = "off" if args.no_align else (f"at layer {args.align_layer}/{model.config.num_hidden_layers}: "
                                              f"{data.n_pairs} pairs in {len(data.pairs_by_lang)} languages")
-    print(f"[train] {args.model}: {trainable_parameters(model):,} LoRA parameters (r {args.lora_r}); task {args.task}: "
-          f"{len(data.task)} train / {len(data.dev_task)} dev examples; alignment {alignment}; {total} updates of "
-          f"{' + '.join(kinds)}" + (f" on {world.size} processes" if world.size > 1 else ""), file=sys.stderr)
+    task = ("task off (--align-only)" if args.align_only else
+            f"task {args.task}: {len(data.task)} train / {len(data.dev_task)} dev examples")
+    print(f"[train] {args.model}: {trainable_parameters(model):,} LoRA parameters (r {args.lora_r}); {task}; alignment "
+          f"{alignment}; {total} updates of {' + '.join(kinds)}" + (f" on {world.size} processes" if world.size > 1 else ""),
+          file=sys.stderr)
     print(memory_line(model, lora_config, args, data.task.prepared(), world), file=sys.stderr)
     if not (data.dev_task or data.dev_pairs):
         print("[train] no dev data (task or alignment): no dev loss, no early stopping; best/ will be the last "

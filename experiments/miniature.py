@@ -176,7 +176,7 @@ class Runner:
         return self.adapter(f"joint-s{seed}", ["--align-data", str(self.files()["pairs"])], seed)
 
     def align_only(self, layer: int) -> Path:
-        return self.adapter(f"align-l{layer}", ["--task", "none", "--align-data", str(self.files()["pairs"]),
+        return self.adapter(f"align-l{layer}", ["--align-only", "--align-data", str(self.files()["pairs"]),
                                                 "--align-layer", str(layer)])
 
     def mt_eval(self, run: str, adapter: Callable[[], Path] | None, log: str | None = None) -> dict:

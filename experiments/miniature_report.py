@@ -234,7 +234,7 @@ class Report:
         lines = ["| aligned layer | gain at that layer | gain of the paper average |", "|---|---|---|",
                  *(f"| {l} | {gain[l]:+.1f} | {mean_gain[l]:+.1f} |" for l in place), "",
                  f"![placement]({md})", "",
-                 f"Alignment-only adapters (`--task none`: {self.s.updates} updates of {self.s.grad_accum} "
+                 f"Alignment-only adapters (`--align-only`: {self.s.updates} updates of {self.s.grad_accum} "
                  f"micro-batches of {self.s.align_batch_size} MT training pairs), one seed each. The largest "
                  f"gain of the average comes from aligning layer {best}."]
         if missing:

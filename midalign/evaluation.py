@@ -7,45 +7,32 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from midalign.data.tasks import Example, load_massive, load_parallel_jsonl, load_uner
+from midalign.data.tasks import Example, Task, read_examples
 from midalign.errors import DataError
 from midalign.generate import generate
-from midalign.metrics import json_f1, mt_scores, slot_f1
-
-MAX_NEW_TOKENS = {"slot": 128, "mt": 512, "json": 512}  # paper; the offline UDHR default uses 128
-MAIN_METRIC = {"slot": "f1", "mt": "bleu", "json": "f1"}
 
 
-def load_examples(task: str, paths: list[Path], langs: list[str] | None = None, limit: int | None = None,
+def load_examples(task: Task, paths: list[Path], langs: list[str] | None = None, limit: int | None = None,
                   partition: str = "test") -> list[Example]:
-    """Examples from MASSIVE JSONL (slot; this `partition`), `<name>.<src>-<tgt>.jsonl` files (mt) or UNER
-    JSONL (json); at most `limit` per language (per direction for MT). A requested language without
-    examples is an error."""
-    files = [f for path in paths for f in (sorted(path.glob("*.jsonl")) if path.is_dir() else [path])]
-    if task == "slot":
-        out = [ex for f in files for ex in load_massive(f, partition, langs)]
-    elif task == "json":
-        out = [ex for f in files for ex in load_uner(f) if not langs or ex.lang in langs]
-    else:
-        out = []
-        for f in files:
-            pair = f.name.split(".")[-2] if f.name.count(".") >= 2 else ""
-            if "-" not in pair:
-                raise DataError(f"{f}: cannot tell the language pair; name the file like test.de-en.jsonl")
-            src, tgt = pair.split("-", 1)
-            out += [ex for ex in load_parallel_jsonl(f, src, tgt) if not langs or ex.lang in langs]
-    if limit:
-        kept, counts = [], Counter()
-        for ex in out:
-            if counts[ex.unit] < limit:
-                kept.append(ex)
-                counts[ex.unit] += 1
-        out = kept
+    """The task's examples of `partition` in its files (MT: each file in its own direction); at most `limit`
+    per language (per direction for MT). A requested language without examples is an error."""
+    out = read_examples(task, paths, partition, langs)
+    out = first_per_unit(out, limit) if limit else out
     missing = sorted(set(langs or []) - {ex.lang for ex in out})
     if not out or missing:
-        raise DataError(f"no {task} examples in {', '.join(map(str, paths))} for languages "
+        raise DataError(f"no {task.name} examples in {', '.join(map(str, paths))} for languages "
                         f"{', '.join(missing) or langs or 'any'}")
     return out
+
+
+def first_per_unit(examples: list[Example], limit: int) -> list[Example]:
+    """The first `limit` examples of each unit (language, or MT direction), in order."""
+    kept, counts = [], Counter()
+    for ex in examples:
+        if counts[ex.unit] < limit:
+            kept.append(ex)
+            counts[ex.unit] += 1
+    return kept
 
 
 def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size: int,
@@ -61,20 +48,13 @@ def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size
         "batch_size": batch_size, "max_new_tokens": max_new_tokens}
 
 
-def score_unit(task: str, examples: list[Example], predictions: list[str]) -> dict:
-    """The task's scores for one language (one direction for MT); F1 in percent."""
-    if task == "slot":
-        s = slot_f1([ex.user for ex in examples], [ex.annot for ex in examples], predictions, examples[0].lang)
-    elif task == "json":
-        s = json_f1([ex.answer for ex in examples], predictions)
-    else:
-        s = mt_scores(predictions, [ex.answer for ex in examples], examples[0].target)
-    if task in ("slot", "json"):
-        s["f1"] *= 100
-    return {**s, "score": s[MAIN_METRIC[task]]}
+def score_unit(task: Task, examples: list[Example], predictions: list[str]) -> dict:
+    """The task's scores for one language (one direction for MT), with its main metric as `score`."""
+    s = task.score(examples, predictions)
+    return {**s, "score": s[task.metric]}
 
 
-def score_units(task: str, examples: list[Example], predictions: list[str]) -> dict[str, dict]:
+def score_units(task: Task, examples: list[Example], predictions: list[str]) -> dict[str, dict]:
     """unit (language, or MT direction) → its scores, in the order the units first appear."""
     members = {}
     for i, ex in enumerate(examples):

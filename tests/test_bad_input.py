@@ -54,7 +54,7 @@ def test_missing_file_and_unknown_language_code(tmp_path):
     (("--align-layer", "0"), "--align-layer 0 is out of range: this model has decoder layers 1..4"),
     (("--align-layer", "5"), "--align-layer 5 is out of range"),
     (("--align-langs", "de", "xx"), "no alignment pairs for xx: add them to --align-data or drop them from --align-langs"),
-    (("--task", "none", "--no-align"), "--task none with --no-align leaves nothing to train"),
+    (("--align-only", "--no-align"), "--align-only with --no-align leaves nothing to train"),
     (("--task", "slot", "--train-data", "{data}/train.de-en.jsonl"), "missing field 'locale'"),
 ])
 def test_train_rejects_bad_settings_before_writing_anything(tiny_chat_checkpoint, tmp_path, extra, message):
@@ -74,7 +74,9 @@ def test_cli_error_is_one_line_and_exit_status_1(tiny_chat_checkpoint, tmp_path)
     res = subprocess.run([sys.executable, str(ROOT / "train.py"),
                           *tiny_args(tiny_chat_checkpoint, {**data, "pairs": tmp_path / "empty.tsv"}, tmp_path / "run")],
                          capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 1 and res.stderr.strip() == f"error: {tmp_path / 'empty.tsv'}: file is empty"
+    first, error = res.stderr.strip().splitlines()  # the resolved preset (the first log line), then the error
+    assert first.startswith("[train] preset demo (the default")
+    assert res.returncode == 1 and error == f"error: {tmp_path / 'empty.tsv'}: file is empty"
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
 
 
@@ -95,6 +97,7 @@ def test_bad_model_files_are_one_line_errors(tiny_chat_checkpoint, tmp_path, scr
             "evaluate.py": ["--model", str(model), "--data", str(data["dev"]), "--out", str(tmp_path / "run")],
             "retrieve.py": ["--model", str(model), "--out", str(tmp_path / "run")]}[script]
     res = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 1 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+    [error] = [line for line in res.stderr.splitlines() if not line.startswith("[train] preset ")]  # the first log line
+    assert res.returncode == 1 and error.startswith("error: "), res.stderr
     assert message in res.stderr and str(model) in res.stderr
     assert not (tmp_path / "run").exists()

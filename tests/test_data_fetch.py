@@ -424,20 +424,20 @@ def test_presets_resolve_as_the_paper(publisher, tiny_checkpoint, capsys):
     assert settings["task"] == "slot" and settings["align_layer"] == 2 and settings["batch_size"] == 32
     assert settings["align_langs"] == ["cy", "jv", "ja", "sw", "tl"]
     assert not (publisher / "massive").exists()  # a dry run downloads nothing
-    settings = dry_run(capsys, "--experiment", "slot", "--task", "none", "--temperature", "0.5",
+    settings = dry_run(capsys, "--experiment", "slot", "--align-only", "--temperature", "0.5",
                        "--model", str(tiny_checkpoint), "--data-dir", str(publisher))
-    assert settings["task"] == "none" and settings["temperature"] == 0.5 and settings["train_langs"] is None
+    assert settings["align_only"] and settings["temperature"] == 0.5 and settings["train_langs"] is None
 
 
 def test_experiment_alignment_only_trains_no_task_and_holds_out_dev_pairs(publisher, tiny_chat_checkpoint, tmp_path):
     import train
 
     out = tmp_path / "align"
-    train.main(["--experiment", "slot", "--task", "none", "--data-dir", str(publisher), "--model",
+    train.main(["--experiment", "slot", "--align-only", "--data-dir", str(publisher), "--model",
                 str(tiny_chat_checkpoint), "--max-steps", "2", "--eval-every", "2", "--align-batch-size", "4",
                 "--grad-accum", "2", "--out", str(out)])
     config = json.loads((out / "config.json").read_text())
-    assert config["task"] == "none" and config["micro_batches"] == ["align", "align"] and config["train_data"] is None
+    assert config["align_only"] and config["micro_batches"] == ["align", "align"] and config["train_data"] is None
     assert not (publisher / "massive").exists()  # the task data is not even fetched
     rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert all("task_loss" not in r for r in rows if "eval" not in r)

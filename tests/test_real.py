@@ -73,8 +73,8 @@ def test_train_demo_preset_on_the_real_default(tmp_path):
 
 
 def test_alignment_only_adapter_then_retrieval_with_it(tmp_path):
-    """train.py --task none on a real model, then retrieve.py --adapter: the path merge and retrieval use."""
-    res = run("train.py", "--model", "smollm2-135m-instruct", "--task", "none", "--max-steps", "1", "--grad-accum", "1",
+    """train.py --align-only on a real model, then retrieve.py --adapter: the path merge and retrieval use."""
+    res = run("train.py", "--model", "smollm2-135m-instruct", "--align-only", "--max-steps", "1", "--grad-accum", "1",
               "--align-batch-size", "4", "--align-dev-batches", "1", "--eval-every", "1", "--out", str(tmp_path / "a"))
     assert res.returncode == 0, res.stderr
     res = run("retrieve.py", "--model", "smollm2-135m-instruct", "--adapter", str(tmp_path / "a" / "best"),

@@ -9,10 +9,9 @@ from pathlib import Path
 import torch
 
 from midalign.data import udhr
-from midalign.data.tasks import Example, Pair, load_massive, load_pairs, load_parallel_jsonl, load_uner, mt_examples
+from midalign.data.tasks import Example, Pair, Task, load_pairs, read_examples
 from midalign.errors import DataError
 
-UDHR_TASK_LANGS = ["de", "es", "fr", "ru", "zh"]  # the offline default's (UDHR MT) task languages
 # Alignment dev pairs held out from an experiment's alignment data, per language (the early-stopping
 # dev loss is task + alignment, as in the official code): this share, at most ALIGN_DEV_MAX pairs.
 ALIGN_DEV_SHARE, ALIGN_DEV_MAX = 0.1, 100
@@ -29,58 +28,17 @@ def udhr_pairs(split: str, langs: list[str] | None) -> list[Pair]:
     return [Pair(l, s, e) for l, s, e in udhr.english_pairs(split, langs=langs)]
 
 
-def mt_from_pairs(pairs: list[Pair], direction: str) -> list[Example]:
-    """Translation examples X→English (`to-en`), English→X (`from-en`) or both."""
-    out = []
-    if direction in ("to-en", "both"):
-        out += mt_examples(pairs, to_english=True)
-    if direction in ("from-en", "both"):
-        out += mt_examples(pairs, to_english=False)
-    return out
-
-
-def jsonl_files(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder stands for its *.jsonl files."""
-    out = []
-    for path in paths:
-        out += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    return out
-
-
-def _parallel_file(path: Path, direction: str) -> list[Example]:
-    """ALMA-style files are named like train.de-en.json(l); the pair comes from the name."""
-    pair = path.name.split(".")[-2] if path.name.count(".") >= 2 else ""
-    if "-" not in pair:
-        raise DataError(f"{path}: cannot tell the language pair; name the file like train.de-en.jsonl")
-    src, tgt = pair.split("-", 1)
-    x = src if tgt == "en" else tgt
-    out = []
-    if direction in ("to-en", "both"):
-        out += load_parallel_jsonl(path, x, "en")
-    if direction in ("from-en", "both"):
-        out += load_parallel_jsonl(path, "en", x)
-    return out
-
-
-def task_examples(task: str, train_files: list[Path] | None, dev_files: list[Path] | None,
+def task_examples(task: Task, train_files: list[Path] | None, dev_files: list[Path] | None,
                   langs: list[str] | None, direction: str = "to-en") -> tuple[list[Example], list[Example]]:
-    """(train, dev) examples of `task`; mt without files: the offline UDHR train/dev articles.
-    slot: the files' `train` and `dev` partitions (dev from the train files unless dev files are given)."""
-    if task == "none":
-        return [], []
-    if task == "mt":
-        if not train_files:
-            langs = langs or UDHR_TASK_LANGS
-            return (mt_from_pairs(udhr_pairs("train", langs), direction),
-                    mt_from_pairs(udhr_pairs("dev", langs), direction))
-        load = lambda fs: [ex for f in jsonl_files(fs) for ex in _parallel_file(f, direction)]
-        return load(train_files), load(dev_files or [])
-    if task == "slot":
-        train = [ex for f in jsonl_files(train_files) for ex in load_massive(f, "train", langs)]
-        dev = [ex for f in jsonl_files(dev_files or train_files) for ex in load_massive(f, "dev", langs)]
-        return train, dev
-    return ([ex for f in jsonl_files(train_files) for ex in load_uner(f)],
-            [ex for f in jsonl_files(dev_files or []) for ex in load_uner(f)])
+    """(train, dev) examples of `task` from its files (dev from the train files for formats that hold every
+    split, unless dev files are given), or without files from the task's offline default."""
+    if not train_files:
+        if task.offline is None:
+            raise DataError(f"--task {task.name} needs --train-data (or --experiment {task.name})")
+        return task.offline("train", langs, direction), task.offline("dev", langs, direction)
+    dev_files = dev_files or (train_files if task.splits_in_one_file else [])
+    return (read_examples(task, train_files, "train", langs, direction),
+            read_examples(task, dev_files, "dev", langs, direction))
 
 
 def hold_out(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:

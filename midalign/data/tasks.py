@@ -1,4 +1,6 @@
-"""Task data formats and prompts (paper §3, §4, App. D.2; docs/method.md §3, §8).
+"""Tasks: their data formats, prompts and scorers, each task one `Task` record in `TASKS` (paper §3, §4,
+App. D.2; docs/method.md §3, §7, §8). train.py, evaluate.py, merge.py and the studies take everything
+task-specific from the record, so a new task (say XNLI) is one entry here: a reader and a scorer.
 
 Each task becomes chat examples — system prompt, user turn, answer — rendered with the model's own
 chat template. Loaders validate every line and stop with `file:line: what is wrong`.
@@ -17,9 +19,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from midalign.data import udhr
 from midalign.data.udhr import LANGUAGE_NAMES
 from midalign.errors import DataError
+from midalign.metrics import json_f1, mt_scores, slot_f1
 
 # The official inference script's wording (`scripts/run_inference_massive.py`; longer than App. D.2's:
 # it adds the song-name example), three lines joined by newlines.
@@ -198,3 +203,88 @@ def load_pairs(path: Path) -> list[Pair]:
     if not out:
         raise DataError(f"{path}: file is empty")
     return out
+
+
+# ------------------------------------------------------------------------------------ the task record
+
+@dataclass(frozen=True)
+class Task:
+    """What midalign knows of a task: how to read its files, how to score a prediction, how long an answer
+    may be. `read(file, split, direction)` returns the file's examples of `split` ('train', 'dev' or
+    'test'; a format whose files hold one split ignores it) — for translation, in `direction` (to-en,
+    from-en, both) or, with None, the file's own. `score(examples, predictions)` returns the scores of one
+    unit (a language, or an MT direction) in percent, `metric` among them. `offline(split, langs,
+    direction)` gives examples when no file is given (the UDHR text for MT)."""
+    name: str
+    read: Callable[[Path, str, str | None], list[Example]]
+    score: Callable[[list[Example], list[str]], dict]
+    metric: str
+    max_new_tokens: int  # the paper's generation limit
+    splits_in_one_file: bool = False  # dev examples come from the train files when no dev file is given
+    offline: Callable[[str, list[str] | None, str | None], list[Example]] | None = None
+    comet: bool = False  # COMET-22 beside the metric, when unbabel-comet is available
+    describe: Callable[[dict], str] | None = None  # one unit's scores as a line (default: the metric)
+
+    def summary(self, scores: dict) -> str:
+        return self.describe(scores) if self.describe else f"{self.metric} {scores[self.metric]:.1f}"
+
+
+def read_parallel(path: Path, split: str, direction: str | None) -> list[Example]:
+    """ALMA/WMT-style files named like `train.de-en.jsonl`: the pair comes from the name; examples in
+    `direction` (to-en, from-en, both), or with None in the file's own direction."""
+    pair = path.name.split(".")[-2] if path.name.count(".") >= 2 else ""
+    if "-" not in pair:
+        raise DataError(f"{path}: cannot tell the language pair; name the file like {split}.de-en.jsonl")
+    src, tgt = pair.split("-", 1)
+    if direction is None:
+        return load_parallel_jsonl(path, src, tgt)
+    x = src if tgt == "en" else tgt
+    return ((load_parallel_jsonl(path, x, "en") if direction in ("to-en", "both") else []) +
+            (load_parallel_jsonl(path, "en", x) if direction in ("from-en", "both") else []))
+
+
+UDHR_TASK_LANGS = ["de", "es", "fr", "ru", "zh"]  # the offline default's (UDHR MT) task languages
+
+
+def udhr_mt(split: str, langs: list[str] | None, direction: str | None) -> list[Example]:
+    """Translation examples from the UDHR articles of `split` (the offline default task)."""
+    if split == "test":  # held-out rows shared by every language (all versions by default), shortest first
+        langs = langs or [l for l in udhr.DEFAULT_VERSIONS if l != "en"]
+        rows = sorted(udhr.parallel_rows(["en", *langs], "test"), key=lambda r: len(r["en"]))
+        pairs = [Pair(l, r[l], r["en"]) for l in langs for r in rows]
+    else:
+        pairs = [Pair(l, s, e) for l, s, e in udhr.english_pairs(split, langs=langs or UDHR_TASK_LANGS)]
+    direction = direction or "to-en"
+    return ((mt_examples(pairs, to_english=True) if direction in ("to-en", "both") else []) +
+            (mt_examples(pairs, to_english=False) if direction in ("from-en", "both") else []))
+
+
+def percent(scores: dict, *keys: str) -> dict:
+    return {**scores, **{k: 100 * scores[k] for k in keys}}
+
+
+TASKS = {t.name: t for t in [
+    Task("slot", read=lambda path, split, direction: load_massive(path, split),
+         score=lambda exs, preds: percent(slot_f1([e.user for e in exs], [e.annot for e in exs], preds, exs[0].lang), "f1"),
+         metric="f1", max_new_tokens=128, splits_in_one_file=True),
+    Task("mt", read=read_parallel,
+         score=lambda exs, preds: mt_scores(preds, [e.answer for e in exs], exs[0].target),
+         metric="bleu", max_new_tokens=512, offline=udhr_mt, comet=True,
+         describe=lambda s: f"BLEU {s['bleu']:.1f} ({s['bleu_signature']}), chrF {s['chrf']:.1f}"),
+    Task("json", read=lambda path, split, direction: load_uner(path),
+         score=lambda exs, preds: percent(json_f1([e.answer for e in exs], preds), "f1"),
+         metric="f1", max_new_tokens=512),
+]}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise DataError(f"unknown task '{name}': choose from {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def read_examples(task: Task, paths: list[Path], split: str, langs: list[str] | None = None,
+                  direction: str | None = None) -> list[Example]:
+    """The examples of `split` in the task's files (a folder stands for its *.jsonl), kept to `langs`."""
+    files = [f for path in paths for f in (sorted(path.glob("*.jsonl")) if path.is_dir() else [path])]
+    return [ex for f in files for ex in task.read(f, split, direction) if not langs or ex.lang in langs]
