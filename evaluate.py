@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from midalign.cli import run
 from midalign.adapters import load_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
-from midalign.errors import DataError, MidalignError
+from midalign.errors import DataError
 from midalign.evaluation import first_per_unit, group_averages, group_units, load_examples, predict, score_units
 from midalign.io import atomic_write_text
 from midalign.precision import resolve_dtype
@@ -179,7 +180,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MidalignError as e:
-        sys.exit(f"error: {e}")
+    run(main)

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from midalign.cli import run
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
-from midalign.errors import MidalignError
 from midalign.data.tasks import TASKS
 from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
@@ -126,7 +125,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MidalignError as e:
-        sys.exit(f"error: {e}")
+    run(main)

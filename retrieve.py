@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midalign.cli import run
 from midalign.adapters import load_adapter
 from midalign.align import POOLING
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
-from midalign.errors import DataError, MidalignError
+from midalign.errors import DataError
 from midalign.io import atomic_write_text
 from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
@@ -297,7 +298,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MidalignError as e:
-        sys.exit(f"error: {e}")
+    run(main)

@@ -33,13 +33,14 @@ from tqdm import tqdm
 from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import load_model, resolve_model_dir
+from midalign.cli import run
 from midalign.config import ModelConfig
 from midalign.data.assemble import alignment_pairs, encode_pairs, group_pairs, task_examples
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, UDHR_TASK_LANGS, Pair
 from midalign.devloss import dev_losses
 from midalign.distributed import World, close_world, init_world
-from midalign.errors import CheckpointError, DataError, MidalignError
+from midalign.errors import CheckpointError, DataError
 from midalign.io import atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
 from midalign.memory import estimate_training_memory
@@ -156,7 +157,7 @@ def resolution(args: argparse.Namespace, preset: str) -> str:
     """The first log line: which experiment and preset a command resolved to, and why."""
     name = experiment_name(args)
     why = ("--experiment" if args.experiment else f"--task {args.task} without --train-data") if name else None
-    preset_why = "--preset" if args.preset else (f"the default with an experiment" if name else "the default")
+    preset_why = "--preset" if args.preset else ("the default with an experiment" if name else "the default")
     flags = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS[preset].items() if v is not None)
     return ((f"[train] experiment {name} ({why}: the paper's data and languages, Table 1); " if name else "[train] ") +
             f"preset {preset} ({preset_why}; explicit flags win): {flags}")
@@ -425,13 +426,5 @@ def announce(args, model, lora_config: LoRAConfig, data: RunData, kinds: list[st
               "adapter. Pass --dev-data / --align-dev-data to select the best checkpoint.", file=sys.stderr)
 
 
-def cli(argv: list[str] | None = None) -> None:
-    """main() with the errors a user can fix printed as one line and exit status 1."""
-    try:
-        main(argv)
-    except (MidalignError, TrainingDiverged) as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    cli()
+    run(main, errors=(TrainingDiverged,))

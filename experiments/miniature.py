@@ -24,7 +24,6 @@ Sections (the paper's claim, the miniature's measurement, whether it holds):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -45,10 +44,11 @@ import merge  # noqa: E402
 import retrieve  # noqa: E402
 import train  # noqa: E402
 from midalign.data import sources  # noqa: E402
-from midalign.errors import MidalignError  # noqa: E402
+from midalign.cli import run  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from miniature_report import placement_layers, render  # noqa: E402
+from study import read_result, study_parser  # noqa: E402
 
 STAGES = ("mt", "retrieval", "placement", "merge", "correlation", "unseen")
 
@@ -89,17 +89,6 @@ class Study:
 QUICK = Study(pairs_per_lang=6, dev_per_lang=2, test_per_direction=2, updates=2, batch_size=2, align_batch_size=4,
               eval_every=2, seeds=(0, 1), max_new_tokens=4, retrieval_langs=("en", "de", "ru", "cy"),
               unseen_aligned=("fi", "hu"), unseen_other=("cy", "sw"), udhr_per_lang=1, bootstrap=50, batch_gen=8)
-
-
-def read_result(path: Path, study: Study) -> dict | None:
-    """A run's result file, or None when it is not there; one made under another design is an error."""
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text(encoding="utf-8"))
-    if result.get("design") != study.fingerprint():
-        raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
-                            f"{study.fingerprint()}): delete it to rerun that part, or pass --results DIR")
-    return result
 
 
 class Runner:
@@ -273,15 +262,7 @@ def eval_result(out: Path, log: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-    p.add_argument("--quick", action="store_true", help="every stage at toy size (needs --model, e.g. a tiny model)")
-    p.add_argument("--model", help=f"model (default {DEFAULT_MODEL})")
-    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results", help="result files (committed)")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "miniature", help="models, adapters, raw outputs")
-    p.add_argument("--report", type=Path, default=ROOT / "docs" / "miniature.md")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the report from the result files")
-    p.add_argument("--data-dir", type=Path, help="root of prepared datasets (default: $MIDALIGN_CACHE/datasets)")
+    p = study_parser(__doc__, STAGES, "miniature", ROOT / "experiments" / "results")
     p.add_argument("--alma-dir", type=Path, help="a local copy of ALMA's human_written_data/ (else downloaded)")
     p.add_argument("--wmt23-dir", type=Path, help="a local copy of wmt23-news-systems (txt/ or xml/; else downloaded)")
     args = p.parse_args(argv)
@@ -299,7 +280,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MidalignError as e:
-        sys.exit(f"error: {e}")
+    run(main)

@@ -22,7 +22,6 @@ a CPU), else fp32; each result file records which.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -44,7 +43,7 @@ from midalign.data import sources  # noqa: E402
 from midalign.data.assemble import hold_out  # noqa: E402
 from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
 from midalign.data.tasks import load_massive, load_pairs  # noqa: E402
-from midalign.errors import MidalignError  # noqa: E402
+from midalign.cli import run  # noqa: E402
 from midalign.evaluation import predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.metrics import slot_f1  # noqa: E402
@@ -52,6 +51,7 @@ from midalign.precision import DTYPES, native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from midalign.tokenizer import ChatTokenizer  # noqa: E402
 from slot_report import render  # noqa: E402
+from study import read_result, study_parser  # noqa: E402
 
 STAGES = ("pilot", "main")
 
@@ -94,17 +94,6 @@ class SlotStudy:
 QUICK = SlotStudy(test_per_lang=(1, 2, 1), dev_per_lang=1, updates=2, batch_size=2, grad_accum=1, eval_every=2,
                   align_batch_size=4, seeds=(0, 1), max_new_tokens=4, batch_gen=8, pilot_lrs=(5e-4,), pilot_updates=2,
                   pilot_eval_every=1, bootstrap=50, other=("de", "fr"))
-
-
-def read_result(path: Path, study: SlotStudy) -> dict | None:
-    """A run's result file, or None when it is not there; one made under another design is an error."""
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text(encoding="utf-8"))
-    if result.get("design") != study.fingerprint():
-        raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
-                            f"{study.fingerprint()}): delete it to rerun that part, or pass --results DIR")
-    return result
 
 
 def study_dtype() -> str:
@@ -236,16 +225,7 @@ def curves(log: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-    p.add_argument("--quick", action="store_true", help="every stage at toy size (needs --model, e.g. a tiny model)")
-    p.add_argument("--model", help=f"model (default {DEFAULT_MODEL})")
-    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results" / "slot",
-                   help="result files (committed)")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "slot", help="adapters and raw outputs")
-    p.add_argument("--report", type=Path, default=ROOT / "docs" / "slot.md")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the report from the result files")
-    p.add_argument("--data-dir", type=Path, help="root of prepared datasets (default: $MIDALIGN_CACHE/datasets)")
+    p = study_parser(__doc__, STAGES, "slot", ROOT / "experiments" / "results" / "slot")
     p.add_argument("--massive-from", type=Path, help="MASSIVE 1.1's tarball or unpacked folder (else downloaded)")
     p.add_argument("--tatoeba-from", type=Path,
                    help="LASER's Tatoeba test set folder (tatoeba.<xxx>-eng.*; else OPUS Tatoeba is downloaded)")
@@ -264,7 +244,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MidalignError as e:
-        sys.exit(f"error: {e}")
+    run(main)

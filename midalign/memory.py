@@ -14,14 +14,14 @@ time. Allocator slack and transient buffers come on top (typically 10–20% on C
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
-from midalign.config import ConfigError, ModelConfig
+from midalign.cli import run
+from midalign.config import ModelConfig
 from midalign.lora import LoRAConfig, apply_lora, trainable_parameters
 from midalign.model import CausalLM, DecoderLayer, rope_cos_sin, rope_inv_freq
 
@@ -123,10 +123,7 @@ def main() -> None:
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--grad-checkpoint", action="store_true")
     args = p.parse_args()
-    try:
-        config = ModelConfig.from_hf(args.config)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    config = ModelConfig.from_hf(args.config)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     answer = args.answer_tokens if args.answer_tokens is not None else args.batch_size * args.seq_len // 2
     est = estimate_training_memory(config, LoRAConfig(r=args.lora_r), dtype, args.batch_size, args.seq_len,
@@ -135,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from midalign.cli import run  # noqa: E402
 
 
 def die() -> None:
@@ -65,4 +66,4 @@ def inject(point: str) -> None:
 
 if __name__ == "__main__":
     inject(sys.argv[1])
-    train.cli(sys.argv[2:])
+    run(lambda: train.main(sys.argv[2:]), errors=(train.TrainingDiverged,))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from midalign.cli import run
 from midalign.data import sources
-from midalign.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +33,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    run(main)

@@ -1,0 +1,37 @@
+"""What the studies share: result files stamped with their design, and the command line around them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from midalign.errors import MidalignError
+from midalign.registry import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_result(path: Path, study) -> dict | None:
+    """A run's result file, or None when it is not there; one made under another design is an error."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if result.get("design") != study.fingerprint():
+        raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
+                            f"{study.fingerprint()}): delete it to rerun that part, or pass --results DIR")
+    return result
+
+
+def study_parser(doc: str, stages: tuple[str, ...], name: str, results: Path) -> argparse.ArgumentParser:
+    """The options every study has; a study adds its data sources."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", nargs="+", choices=stages, default=list(stages))
+    p.add_argument("--quick", action="store_true", help="every stage at toy size (needs --model, e.g. a tiny model)")
+    p.add_argument("--model", help=f"model (default {DEFAULT_MODEL})")
+    p.add_argument("--results", type=Path, default=results, help="result files (committed)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / name, help="adapters and raw outputs (not committed)")
+    p.add_argument("--report", type=Path, default=ROOT / "docs" / f"{name}.md")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report from the result files")
+    p.add_argument("--data-dir", type=Path, help="root of prepared datasets (default: $MIDALIGN_CACHE/datasets)")
+    return p
