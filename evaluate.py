@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from midalign.cli import run
+from midalign.cli import positive_int, run
 from midalign.adapters import load_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
 from midalign.data.experiments import EXPERIMENTS
@@ -52,12 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
     p.add_argument("--langs", nargs="+", help="languages to evaluate (default: all in the data; UDHR: all 34 X→en)")
-    p.add_argument("--limit", type=int, help="at most this many examples per language (MT: per direction; UDHR "
+    p.add_argument("--limit", type=positive_int, help="at most this many examples per language (MT: per direction; UDHR "
                                              "default: the 4 shortest held-out paragraphs)")
     p.add_argument("--groups", nargs="+", metavar="NAME=l1,l2",
                    help="language groups to average (default UDHR: supervised=de,es,fr,ru,zh; the rest 'transfer')")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
-    p.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512 (UDHR 128), json 512")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded together")
+    p.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512 (UDHR 128), json 512")
     p.add_argument("--mt-test", choices=["wmt23", "wmt23-hub"], default="wmt23",
                    help="--experiment mt: the WMT23 release (no cs→en, is↔en) or the official evaluation's hub copy")
     p.add_argument("--no-default-template", action="store_true",

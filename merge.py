@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from midalign.cli import run
+from midalign.cli import finite_float, positive_int, run
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
 from midalign.data.tasks import TASKS
@@ -35,7 +35,7 @@ from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapters", nargs="+", required=True, type=Path, help="adapter folders (PEFT format)")
-    parser.add_argument("--weights", nargs="+", type=float, help="one weight per adapter (default: equal)")
+    parser.add_argument("--weights", nargs="+", type=finite_float, help="one weight per adapter (default: equal)")
     parser.add_argument("--method", choices=["linear", "cat"], default="linear",
                         help="linear: peft's linear (√(w·s) on each factor; cross terms); "
                              "cat: peft's cat, the exact weighted sum of updates by concatenating ranks")
@@ -45,14 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="base model for --into-base and --search (default: the adapters' "
                                         "base_model_name_or_path)")
     g = parser.add_argument_group("weight search (two adapters: task first)")
-    g.add_argument("--search", nargs="+", type=float, metavar="W", help="task weights to try (the other gets 1 - W)")
+    g.add_argument("--search", nargs="+", type=finite_float, metavar="W", help="task weights to try (the other gets 1 - W)")
     g.add_argument("--task", choices=sorted(TASKS), help="the task of --dev-data (midalign/data/tasks.py)")
     g.add_argument("--dev-data", nargs="+", type=Path,
                    help="dev files as evaluate.py --data reads them (MASSIVE: the 'dev' partition)")
     g.add_argument("--langs", nargs="+", help="dev languages (default: all in the data)")
-    g.add_argument("--limit", type=int, help="at most this many dev examples per language (per direction for MT)")
-    g.add_argument("--max-new-tokens", type=int, help="default: slot 128, mt 512, json 512")
-    g.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    g.add_argument("--limit", type=positive_int, help="at most this many dev examples per language (per direction for MT)")
+    g.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512, json 512")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded together")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", choices=["bf16", "fp32"],
                    help="weights' precision (default: bf16 on cuda, fp32 on cpu); LoRA factors stay fp32")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midalign.cli import run
+from midalign.cli import positive_int, run
 from midalign.adapters import load_adapter
 from midalign.align import POOLING
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pool", nargs="+", choices=POOLING, default=list(POOLING),
                    help="pooling(s), all computed from the same forward pass")
     g.add_argument("--margin", choices=MARGINS, default="ratio", help="ratio margin (LASER xsim) or plain cosine")
-    g.add_argument("--k", type=int, default=4, help="neighbourhood size of the margin")
-    g.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
+    g.add_argument("--k", type=positive_int, default=4, help="neighbourhood size of the margin")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
     g = p.add_argument_group("output and analysis")
     g.add_argument("--out", type=Path, default=Path("runs/retrieval"), help="output folder")
     g.add_argument("--compare", nargs="+", type=Path, metavar="RESULTS",
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--layer", type=int,
                    help="--correlate: the layer whose per-language accuracy is correlated (default: the middle, "
                         "L/2, as Fig. 1b)")
-    g.add_argument("--permutations", type=int, default=10000, help="permutations for the correlation p-value")
+    g.add_argument("--permutations", type=positive_int, default=10000, help="permutations for the correlation p-value")
     return p.parse_args(argv)
 
 

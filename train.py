@@ -33,7 +33,7 @@ from tqdm import tqdm
 from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import load_model, resolve_model_dir
-from midalign.cli import run
+from midalign.cli import finite_float, positive_float, positive_int, run
 from midalign.config import ModelConfig
 from midalign.data.assemble import alignment_pairs, encode_pairs, group_pairs, task_examples
 from midalign.data.experiments import EXPERIMENTS
@@ -81,9 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dtype", choices=sorted(DTYPES),
                    help="bf16: bf16 weights + autocast, fp32 LoRA and optimizer (the paper's GPU setting; the default "
                         "on cuda); fp32: the default on cpu")
-    g.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
-    g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (scaling alpha/r)")
-    g.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the LoRA branch input")
+    g.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha (scaling alpha/r)")
+    g.add_argument("--lora-dropout", type=finite_float, default=0.1, help="dropout on the LoRA branch input")
     g.add_argument("--lora-targets", nargs="+", default=list(DEFAULT_TARGETS), help="module names to adapt")
     g.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute layer activations in the backward pass (less memory, ~30%% more compute)")
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     f"slot default {' '.join(EXPERIMENTS['slot'].train_langs)})")
     g.add_argument("--mt-direction", choices=["to-en", "from-en", "both"],
                    help="translation direction relative to English (default to-en; the mt experiment: both)")
-    g.add_argument("--max-length", type=int, default=512, help="tokens per task example (prompt cut from the left)")
+    g.add_argument("--max-length", type=positive_int, default=512, help="tokens per task example (prompt cut from the left)")
     g = p.add_argument_group("alignment (paper §3)")
     g.add_argument("--no-align", action="store_true", help="task loss only (the SFT baseline)")
     g.add_argument("--align-layer", type=int, help="decoder layer whose output is aligned (default: middle, L/2)")
@@ -109,25 +109,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--align-dev-data", nargs="+", type=Path, help="dev pair files (default: UDHR dev articles)")
     g.add_argument("--align-langs", nargs="+", help="restrict alignment pairs to these languages")
     g.add_argument("--pool", choices=POOLING, help="mean pooling, or mean without the attention-sink first token")
-    g.add_argument("--temperature", type=float, help="InfoNCE temperature τ (paper: 0.1 Llama 3, 1.5 Qwen 2.5)")
+    g.add_argument("--temperature", type=positive_float, help="InfoNCE temperature τ (paper: 0.1 Llama 3, 1.5 Qwen 2.5)")
     g.add_argument("--align-symmetric", action="store_true", help="average both directions of the loss")
-    g.add_argument("--align-dev-batches", type=int, default=8,
+    g.add_argument("--align-dev-batches", type=positive_int, default=8,
                    help="fixed dev alignment batches per evaluation (the same ones every time)")
-    g.add_argument("--align-max-length", type=int, default=128,
+    g.add_argument("--align-max-length", type=positive_int, default=128,
                    help="tokens kept per alignment sentence (long paragraphs are cut; bounds activation memory)")
     g.add_argument("--align-gather", action="store_true",
                    help="under torchrun: negatives from all processes' pairs (default: per process, as the paper)")
     g = p.add_argument_group("optimisation (paper App. D.1)")
-    g.add_argument("--batch-size", type=int, help="task examples per micro-batch")
-    g.add_argument("--align-batch-size", type=int, help="translation pairs per alignment micro-batch")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer update (alternating task/alignment)")
-    g.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (inverse-sqrt schedule)")
-    g.add_argument("--warmup-ratio", type=float, default=0.03, help="share of updates in linear warmup")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
-    g.add_argument("--epochs", type=float, help="at most this many passes over the task data")
+    g.add_argument("--batch-size", type=positive_int, help="task examples per micro-batch")
+    g.add_argument("--align-batch-size", type=positive_int, help="translation pairs per alignment micro-batch")
+    g.add_argument("--grad-accum", type=positive_int, help="micro-batches per optimizer update (alternating task/alignment)")
+    g.add_argument("--lr", type=positive_float, default=5e-4, help="peak learning rate (inverse-sqrt schedule)")
+    g.add_argument("--warmup-ratio", type=finite_float, default=0.03, help="share of updates in linear warmup")
+    g.add_argument("--clip", type=finite_float, default=1.0, help="gradient-norm clipping")
+    g.add_argument("--epochs", type=positive_float, help="at most this many passes over the task data")
     g.add_argument("--max-steps", type=int, help="optimizer updates (0 = from --epochs)")
-    g.add_argument("--eval-every", type=int, help="updates between dev evaluations (and checkpoints)")
-    g.add_argument("--patience", type=int, help="stop after this many evaluations without dev-loss improvement")
+    g.add_argument("--eval-every", type=positive_int, help="updates between dev evaluations (and checkpoints)")
+    g.add_argument("--patience", type=positive_int, help="stop after this many evaluations without dev-loss improvement")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")

@@ -1,7 +1,10 @@
-"""How every script ends on a user error or an interrupt: one line, never a traceback."""
+"""What every script shares: numeric arguments checked where they are parsed, and how a script ends on a
+user error or an interrupt (one line, never a traceback)."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from typing import Callable
 
@@ -19,3 +22,33 @@ def run(main: Callable[[], None], errors: tuple[type[BaseException], ...] = ()) 
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C); files written so far are complete", file=sys.stderr)
         sys.exit(130)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a batch size, a count, an interval)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate, a temperature)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value

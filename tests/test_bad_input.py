@@ -101,3 +101,20 @@ def test_bad_model_files_are_one_line_errors(tiny_chat_checkpoint, tmp_path, scr
     assert res.returncode == 1 and error.startswith("error: "), res.stderr
     assert message in res.stderr and str(model) in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("train", "--batch-size", "0"), ("train", "--eval-every", "0"), ("train", "--grad-accum", "-2"),
+    ("train", "--lora-r", "0"), ("train", "--lr", "nan"), ("train", "--temperature", "0"),
+    ("train", "--warmup-ratio", "inf"), ("evaluate", "--limit", "-3"), ("evaluate", "--limit", "0"),
+    ("evaluate", "--max-new-tokens", "0"), ("retrieve", "--k", "0"), ("merge", "--weights", "nan"),
+    ("merge", "--batch-size", "x")])
+def test_numeric_arguments_are_checked_where_they_are_parsed(script, flag, value, capsys):
+    """Zero, negative, nan and inf stop at parsing with a message naming the flag (argparse exit 2), before
+    a model is loaded or anything is written (they used to run something else, or fail with a traceback)."""
+    module = __import__(script)
+    argv = [flag, value] + (["--adapters", "a", "b"] if script == "merge" else [])
+    with pytest.raises(SystemExit) as exit_:
+        module.parse_args(argv)
+    assert exit_.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
