@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from midalign.cli import positive_int, run
 from midalign.adapters import load_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
+from midalign.cli import positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from midalign.cli import finite_float, positive_int, run
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
+from midalign.cli import finite_float, positive_int, run
 from midalign.data.tasks import TASKS
 from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 

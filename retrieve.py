@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midalign.cli import positive_int, run
 from midalign.adapters import load_adapter
 from midalign.align import POOLING
+from midalign.cli import positive_int, run
 from midalign.checkpoint import default_device, load_model, resolve_model_dir
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
@@ -32,7 +32,8 @@ from midalign.errors import DataError
 from midalign.io import atomic_write_text
 from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
-from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average
+from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average, paper_layers
+from midalign.stats import pearson
 from midalign.tokenizer import ChatTokenizer
 
 
@@ -130,13 +131,12 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 
 def summarise(acc: torch.Tensor, layers: list[int], langs: list[str]) -> dict:
     per_layer = [torch.nanmean(acc[i]).item() for i in range(len(layers))]
-    even = [i for i, l in enumerate(layers) if l > 0 and l % 2 == 0]
     per_language = {lang: {"as_source": [torch.nanmean(acc[i, li]).item() for i in range(len(layers))],
                            "as_target": [torch.nanmean(acc[i, :, li]).item() for i in range(len(layers))]}
                     for li, lang in enumerate(langs)}
     return {
         "per_layer": per_layer,
-        "paper_average": paper_average(acc, layers) if even else None,
+        "paper_average": paper_average(acc, layers) if paper_layers(layers) else None,
         "peak_layer": layers[int(np.nanargmax(per_layer))],
         "per_language": per_language,
         "per_direction": {f"{s}-{t}": [acc[i, si, ti].item() for i in range(len(layers))]
@@ -235,18 +235,10 @@ def correlate(results_path: Path, scores_path: Path, permutations: int, layer: i
             raise DataError(f"{scores_path}: fewer than 3 languages shared with {results_path}")
         x = np.array([(s["per_language"][l]["as_source"][i] + s["per_language"][l]["as_target"][i]) / 2 for l in langs])
         y = np.array([float(scores[l]) for l in langs])
-        r, p = pearson_permutation(x, y, permutations)
+        r, p = pearson(x, y, permutations)
         out[pool] = {"layer": layer, "pearson_r": r, "p_value": p, "n_languages": len(langs), "languages": langs}
         print(f"{pool}: layer {layer}: Pearson r = {r:.3f} (permutation p = {p:.4f}, {len(langs)} languages)")
     return out
-
-
-def pearson_permutation(x: np.ndarray, y: np.ndarray, permutations: int, seed: int = 0) -> tuple[float, float]:
-    """Pearson r and its two-sided permutation p-value ((count |r_perm| >= |r|) + 1) / (permutations + 1)."""
-    r = float(np.corrcoef(x, y)[0, 1])
-    rng = np.random.default_rng(seed)
-    perms = np.array([np.corrcoef(x, rng.permutation(y))[0, 1] for _ in range(permutations)])
-    return r, float((np.sum(np.abs(perms) >= abs(r) - 1e-12) + 1) / (permutations + 1))
 
 
 # -------------------------------------------------------------------------------------------- main

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from midalign.io import atomic_write_text
+from midalign.retrieval import paper_layers
+from midalign.stats import pearson
 
 # The paper's numbers quoted here (Liu & Niehues, ACL 2025, arXiv 2502.14830); its MT and merging tables
 # were not available to this work offline, so those sections quote the claim, not a number.
@@ -77,16 +79,9 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
-def pearson(x: list[float], y: list[float]) -> tuple[float, float]:
-    from scipy.stats import pearsonr
-
-    r = pearsonr(x, y)
-    return float(r.statistic), float(r.pvalue)
-
-
 def paper_average(result: dict) -> float:
     """The paper's retrieval aggregate: mean over even layers, embeddings excluded (%)."""
-    return 100 * statistics.mean(a for l, a in zip(result["layers"], result["per_layer"]) if l > 0 and l % 2 == 0)
+    return 100 * statistics.mean(result["per_layer"][i] for i in paper_layers(result["layers"]))
 
 
 # ------------------------------------------------------------------------------------------------ plots

@@ -86,9 +86,14 @@ def accuracy_table(embeddings: dict[str, Tensor], k: int = 4, margin: str = "rat
     return acc
 
 
+def paper_layers(layers: Sequence[int]) -> list[int]:
+    """Positions in `layers` of the paper's aggregate: even-numbered layers, the embeddings (0) excluded."""
+    return [i for i, layer in enumerate(layers) if layer > 0 and layer % 2 == 0]
+
+
 def paper_average(acc: Tensor, layers: Sequence[int]) -> float:
     """The paper's aggregate: mean over all directions and over even-numbered layers, embeddings excluded."""
-    keep = [i for i, layer in enumerate(layers) if layer > 0 and layer % 2 == 0]
+    keep = paper_layers(layers)
     if not keep:
         raise ValueError("no even-numbered layer > 0 among the evaluated layers")
     return torch.nanmean(acc[keep]).item()
