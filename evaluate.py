@@ -19,19 +19,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 from midalign.adapters import load_adapter
-from midalign.checkpoint import default_device, load_model, resolve_model_dir
-from midalign.cli import positive_int, run
+from midalign.checkpoint import load_model_and_tokenizer
+from midalign.cli import add_device_arguments, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
 from midalign.evaluation import first_per_unit, group_averages, group_units, load_examples, predict, score_units
 from midalign.io import atomic_write_text
-from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
-from midalign.tokenizer import ChatTokenizer
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
 UDHR_LIMIT, UDHR_MAX_NEW_TOKENS = 4, 128  # the offline default: the 4 shortest held-out paragraphs per language
@@ -45,9 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
     p.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", choices=["bf16", "fp32"],
-                   help="weights' precision (default: bf16 on cuda, fp32 on cpu); LoRA factors stay fp32")
+    add_device_arguments(p)
     p.add_argument("--data", nargs="+", type=Path,
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")
@@ -141,10 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     groups = group_units(groups, units)
     max_new = args.max_new_tokens or (task.max_new_tokens if args.data else UDHR_MAX_NEW_TOKENS)
 
-    folder = resolve_model_dir(args.model)
-    device = torch.device(args.device) if args.device else default_device()
-    model = load_model(folder, device, resolve_dtype(args.dtype, device))
-    tok = ChatTokenizer(folder, args.no_default_template)
+    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype, args.no_default_template)
     if args.adapter:
         load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
     predictions, generation = predict(model, tok, examples, max_new, args.batch_size)

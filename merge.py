@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
-from midalign.checkpoint import default_device, load_model, resolve_model_dir, save_checkpoint
-from midalign.cli import finite_float, positive_int, run
+from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_model_dir, save_checkpoint
+from midalign.cli import add_device_arguments, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
 from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
@@ -53,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--limit", type=positive_int, help="at most this many dev examples per language (per direction for MT)")
     g.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512, json 512")
     g.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded together")
-    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--dtype", choices=["bf16", "fp32"],
-                   help="weights' precision (default: bf16 on cuda, fp32 on cpu); LoRA factors stay fp32")
+    add_device_arguments(g)
     args = parser.parse_args(argv)
     if args.search and (len(args.adapters) != 2 or not args.task or not args.dev_data or args.weights or args.into_base):
         parser.error("--search takes exactly two --adapters (task, alignment), --task and --dev-data, and no "
@@ -67,17 +65,13 @@ def search(args, adapters: list) -> None:
     """Merge with (w, 1 - w) for each w, score the merged model on the dev data, keep the best."""
     from midalign.evaluation import load_examples, predict, score_units
     from midalign.io import atomic_write_text
-    from midalign.precision import resolve_dtype
-    from midalign.tokenizer import ChatTokenizer
 
     task = TASKS[args.task]
     examples = load_examples(task, args.dev_data, args.langs, args.limit, partition="dev")
     base = args.model or adapters[0].base_model
     if not base:
         raise AdapterError("the adapters record no base model; pass --model")
-    folder = resolve_model_dir(base)
-    device = torch.device(args.device) if args.device else default_device()
-    model, tok = load_model(folder, device, resolve_dtype(args.dtype, device)), ChatTokenizer(folder)
+    model, tok = load_model_and_tokenizer(base, args.device, args.dtype)
     results, best = {}, None
     for w in args.search:
         merged = merge_adapters(adapters, [w, 1 - w], args.method)

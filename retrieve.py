@@ -24,17 +24,15 @@ import torch
 
 from midalign.adapters import load_adapter
 from midalign.align import POOLING
-from midalign.cli import positive_int, run
-from midalign.checkpoint import default_device, load_model, resolve_model_dir
+from midalign.cli import add_device_arguments, positive_int, run
+from midalign.checkpoint import load_model_and_tokenizer
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
 from midalign.errors import DataError
 from midalign.io import atomic_write_text
-from midalign.precision import resolve_dtype
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average, paper_layers
 from midalign.stats import pearson
-from midalign.tokenizer import ChatTokenizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,9 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
     g.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format) to apply first")
-    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--dtype", choices=["bf16", "fp32"],
-                   help="weights' precision (default: bf16 on cuda, fp32 on cpu); LoRA factors stay fp32")
+    add_device_arguments(g)
     g = p.add_argument_group("data")
     g.add_argument("--data", default="udhr",
                    help="'udhr' (offline multiway text), 'flores' (FLORES-200 dev, downloaded on first use), a "
@@ -257,9 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     sentences = read_sentences(args.data, args.split, args.langs)
     langs = list(sentences)
-    folder = resolve_model_dir(args.model)
-    device = torch.device(args.device) if args.device else default_device()
-    model, tok = load_model(folder, device, resolve_dtype(args.dtype, device)), ChatTokenizer(folder)
+    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
     if args.adapter:
         load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
     layers = parse_layers(args.layers, model.config.num_hidden_layers)

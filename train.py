@@ -33,7 +33,7 @@ from tqdm import tqdm
 from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, alignment_loss
 from midalign.checkpoint import load_model, resolve_model_dir
-from midalign.cli import finite_float, positive_float, positive_int, run
+from midalign.cli import add_device_arguments, finite_float, positive_float, positive_int, run
 from midalign.config import ModelConfig
 from midalign.data.assemble import alignment_pairs, encode_pairs, group_pairs, task_examples
 from midalign.data.experiments import EXPERIMENTS
@@ -44,7 +44,7 @@ from midalign.errors import CheckpointError, DataError
 from midalign.io import atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
 from midalign.memory import estimate_training_memory
-from midalign.precision import DTYPES, autocast, resolve_dtype
+from midalign.precision import autocast, resolve_dtype
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
@@ -77,10 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
     g = p.add_argument_group("model and LoRA")
     g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
-    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--dtype", choices=sorted(DTYPES),
-                   help="bf16: bf16 weights + autocast, fp32 LoRA and optimizer (the paper's GPU setting; the default "
-                        "on cuda); fp32: the default on cpu")
+    add_device_arguments(g, "bf16: bf16 weights + autocast, fp32 LoRA and optimizer (the paper's GPU setting; the "
+                            "default on cuda); fp32: the default on cpu")
     g.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank")
     g.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha (scaling alpha/r)")
     g.add_argument("--lora-dropout", type=finite_float, default=0.1, help="dropout on the LoRA branch input")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
 from midalign.adapters import load_adapter  # noqa: E402
-from midalign.checkpoint import load_model, resolve_model_dir  # noqa: E402
+from midalign.checkpoint import load_model_and_tokenizer  # noqa: E402
 from midalign.data import sources  # noqa: E402
 from midalign.data.assemble import hold_out  # noqa: E402
 from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
@@ -47,9 +47,8 @@ from midalign.cli import run  # noqa: E402
 from midalign.evaluation import predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.metrics import slot_f1  # noqa: E402
-from midalign.precision import DTYPES, native_bf16  # noqa: E402
+from midalign.precision import native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
-from midalign.tokenizer import ChatTokenizer  # noqa: E402
 from slot_report import render  # noqa: E402
 from study import read_result, study_parser  # noqa: E402
 
@@ -175,8 +174,7 @@ class Runner:
         start = time.perf_counter()
         adapter = adapter() if adapter else None
         examples = load_massive(self.files()["test" if partition == "test" else "dev"], partition)
-        folder = resolve_model_dir(self.s.model)
-        model, tok = load_model(folder, dtype=DTYPES[self.dtype]), ChatTokenizer(folder)
+        model, tok = load_model_and_tokenizer(self.s.model, dtype=self.dtype)
         if adapter:
             load_adapter(model, adapter, merge=True)
         predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)

@@ -20,6 +20,7 @@ from midalign.errors import CheckpointError
 from midalign.model import CausalLM
 from midalign.precision import resolve_dtype
 from midalign.registry import REGISTRY, ensure_registry_model
+from midalign.tokenizer import ChatTokenizer
 
 # What a model folder needs; everything else in a hub repo (pickles, GGUF, ONNX, …) is never fetched.
 HUB_FILES = [
@@ -144,6 +145,17 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     load_state_dict(model, folder, device, dtype)
     model.name_or_path = str(name_or_path)
     return model.eval()
+
+
+def load_model_and_tokenizer(name_or_path: str | os.PathLike, device: str | None = None, dtype: str | None = None,
+                             released_template: bool = False) -> tuple[CausalLM, ChatTokenizer]:
+    """A script's model and tokenizer from its --model, --device (default: cuda when available) and --dtype
+    (default: bf16 on cuda, fp32 on cpu) flags."""
+    folder = resolve_model_dir(name_or_path)
+    device = torch.device(device) if device else default_device()
+    model = load_model(folder, device, resolve_dtype(dtype, device))
+    model.name_or_path = str(name_or_path)
+    return model, ChatTokenizer(folder, released_template)
 
 
 def save_checkpoint(model: CausalLM, source: Path, out: str | os.PathLike, max_shard_bytes: int = 2 << 30) -> None:

@@ -24,6 +24,15 @@ def run(main: Callable[[], None], errors: tuple[type[BaseException], ...] = ()) 
         sys.exit(130)
 
 
+def add_device_arguments(group, dtype_help: str = "weights' precision (default: bf16 on cuda, fp32 on cpu); "
+                                                         "LoRA factors stay fp32") -> None:
+    """--device and --dtype, as every script that loads a model takes them."""
+    from midalign.precision import DTYPES
+
+    group.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    group.add_argument("--dtype", choices=sorted(DTYPES), help=dtype_help)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1 (a batch size, a count, an interval)."""
     try:

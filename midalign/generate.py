@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from midalign.checkpoint import load_model, resolve_model_dir
+    from midalign.checkpoint import load_model_and_tokenizer
     from midalign.registry import DEFAULT_MODEL
-    from midalign.tokenizer import ChatTokenizer
 
     parser = argparse.ArgumentParser(prog="python -m midalign.generate", description=main.__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
@@ -114,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "Icelandic": "Hver maður er borinn frjáls og jafn öðrum að virðingu og réttindum.",
         "Swahili": "Watu wote wamezaliwa huru, hadhi na haki zao ni sawa.",
     }
-    folder = resolve_model_dir(args.model)
-    model, tok = load_model(folder), ChatTokenizer(folder)
+    model, tok = load_model_and_tokenizer(args.model)
     prompts = [tok.chat_ids([{"role": "system", "content": args.system.format(lang=lang)},
                              {"role": "user", "content": text}]) for lang, text in sentences.items()]
     start = time.perf_counter()
