@@ -31,11 +31,11 @@ import torch
 from tqdm import tqdm
 
 from midalign.adapters import adapter_from_model, save_adapter
-from midalign.align import POOLING, alignment_loss
+from midalign.align import POOLING, AlignConfig, pairs_loss
 from midalign.checkpoint import load_model, resolve_model_dir
 from midalign.cli import add_device_arguments, finite_float, positive_float, positive_int, run
 from midalign.config import ModelConfig
-from midalign.data.assemble import alignment_pairs, encode_pairs, group_pairs, task_examples
+from midalign.data.assemble import alignment_pairs, group_pairs, task_examples
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, UDHR_TASK_LANGS, Pair
 from midalign.devloss import dev_losses
@@ -220,6 +220,7 @@ class RunData:
     pairs_by_lang: dict[str, list[Pair]]
     n_pairs: int
     dev_pairs: list[Pair]
+    align: AlignConfig
 
 
 def load_run_data(args: argparse.Namespace, tok) -> RunData:
@@ -229,8 +230,10 @@ def load_run_data(args: argparse.Namespace, tok) -> RunData:
         raise DataError(f"no task training examples (task {args.task}, languages {args.train_langs or 'default'})")
     pairs, dev_pairs = ([], []) if args.no_align else alignment_pairs(
         args.align_data, args.align_dev_data, args.align_langs, args.align_dev_split, args.seed)
+    align = AlignConfig(args.align_layer, args.temperature, args.pool, args.align_symmetric, args.align_batch_size,
+                        args.align_max_length)
     return RunData(EncodedExamples(train_task, tok, args.max_length), EncodedExamples(dev_task, tok, args.max_length),
-                   group_pairs(pairs), len(pairs), dev_pairs)
+                   group_pairs(pairs), len(pairs), dev_pairs, align)
 
 
 def check_settings(args: argparse.Namespace, n_layers: int, world: World) -> None:
@@ -281,9 +284,8 @@ def micro_batch_loss(kind: str, index: int, model, tok, data: RunData, args, wor
         batch = world.trim([data.task[i] for i in task_batch(len(data.task), args.batch_size, index, args.seed)])
         n_tokens = answer_tokens(collate(batch, tok.pad_id)[2])  # the global batch's
         return task_loss(model, *(t.to(device) for t in collate(world.shard(batch), tok.pad_id)), num_tokens=n_tokens)
-    pairs = world.shard(alignment_batch(data.pairs_by_lang, args.align_batch_size, index, args.seed))
-    return alignment_loss(model, *encode_pairs(tok, pairs, args.align_max_length), args.align_layer, args.temperature,
-                          args.pool, args.align_symmetric, tok.pad_id, gather) / world.size
+    pairs = world.shard(alignment_batch(data.pairs_by_lang, data.align.batch_size, index, args.seed))
+    return pairs_loss(model, tok, pairs, data.align, gather) / world.size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,10 +378,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
         if step % args.eval_every and step != total:
             continue
         if has_dev:
-            ev = dev_losses(model, tok, data.dev_task, data.dev_pairs, batch_size=args.batch_size,
-                            align_batch_size=args.align_batch_size, align_batches=args.align_dev_batches,
-                            align_layer=args.align_layer, temperature=args.temperature, pool=args.pool,
-                            symmetric=args.align_symmetric, align_max_length=args.align_max_length, autocast=amp)
+            ev = dev_losses(model, tok, data.dev_task, data.dev_pairs, data.align, batch_size=args.batch_size,
+                            align_batches=args.align_dev_batches, autocast=amp)
             improved = trainer["best_dev_loss"] is None or ev["dev_loss"] < trainer["best_dev_loss"]
             if improved:
                 trainer.update(best_dev_loss=ev["dev_loss"], best_step=step, bad_evals=0)

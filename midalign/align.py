@@ -14,6 +14,7 @@ batch's English sentences t), or symmetric (the mean of both directions).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,6 +24,17 @@ from torch import Tensor
 from midalign.batching import left_pad
 
 POOLING = ("mean", "mean-skip-first")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """The alignment objective's settings (paper §3, App. D.1), passed whole as LoRAConfig is for LoRA."""
+    layer: int  # decoder layer whose output is pooled, 1-based (HF hidden_states[layer])
+    temperature: float  # τ: 0.1 for Llama 3, 1.5 for Qwen 2.5
+    pool: str = "mean"  # or "mean-skip-first": without the attention-sink first token
+    symmetric: bool = False  # average both directions of the loss (the official code: non-English anchor only)
+    batch_size: int = 32  # translation pairs per contrastive micro-batch
+    max_length: int = 128  # tokens kept per sentence
 
 
 def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
@@ -92,3 +104,17 @@ def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], lay
     if gather is not None:
         src, en = gather(src), gather(en)
     return contrastive_loss(src, en, temperature, symmetric)
+
+
+def encode_pairs(tok, pairs, max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(non-English, English) token ids of translation pairs: raw sentences with the tokenizer's default
+    special tokens (no chat template), cut to max_length."""
+    cut = lambda texts: [ids[:max_length] for ids in tok.encode_batch(texts)]
+    return cut([p.text for p in pairs]), cut([p.en for p in pairs])
+
+
+def pairs_loss(model, tok, pairs, config: AlignConfig, gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """`alignment_loss` of translation pairs given as text (midalign.data.tasks.Pair): each side the raw
+    sentence with the tokenizer's default special tokens, no chat template, cut to `config.max_length`."""
+    return alignment_loss(model, *encode_pairs(tok, pairs, config.max_length), config.layer, config.temperature, config.pool, config.symmetric, tok.pad_id,
+                          gather)

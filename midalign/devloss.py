@@ -8,8 +8,8 @@ from typing import Callable
 
 import torch
 
-from midalign.align import alignment_loss
-from midalign.data.assemble import encode_pairs, group_pairs
+from midalign.align import AlignConfig, pairs_loss
+from midalign.data.assemble import group_pairs
 from midalign.data.tasks import Pair
 from midalign.schedule import alignment_batch
 from midalign.sft import collate, task_loss
@@ -18,10 +18,8 @@ DEV_BATCH_SEED = 12345  # the same dev alignment batches at every evaluation
 
 
 @torch.no_grad()
-def dev_losses(model, tok, dev_task: list[tuple[list[int], list[int]]], dev_pairs: list[Pair], *, batch_size: int,
-               align_batch_size: int, align_batches: int, align_layer: int, temperature: float, pool: str,
-               symmetric: bool = False, align_max_length: int = 128,
-               autocast: Callable = nullcontext) -> dict[str, float]:
+def dev_losses(model, tok, dev_task: list[tuple[list[int], list[int]]], dev_pairs: list[Pair], align: AlignConfig, *,
+               batch_size: int, align_batches: int, autocast: Callable = nullcontext) -> dict[str, float]:
     """{dev_task_loss, dev_align_loss, dev_loss}; a part without dev data is left out (and counts 0)."""
     model.eval()
     result = {}
@@ -36,11 +34,10 @@ def dev_losses(model, tok, dev_task: list[tuple[list[int], list[int]]], dev_pair
     if dev_pairs:
         losses = []
         by_lang = group_pairs(dev_pairs)
-        for i in range(min(max(len(dev_pairs) // align_batch_size, 1), align_batches)):
-            batch = alignment_batch(by_lang, align_batch_size, i, seed=DEV_BATCH_SEED)
+        for i in range(min(max(len(dev_pairs) // align.batch_size, 1), align_batches)):
+            batch = alignment_batch(by_lang, align.batch_size, i, seed=DEV_BATCH_SEED)
             with autocast():
-                losses.append(alignment_loss(model, *encode_pairs(tok, batch, align_max_length), align_layer,
-                                             temperature, pool, symmetric, tok.pad_id).item())
+                losses.append(pairs_loss(model, tok, batch, align).item())
         result["dev_align_loss"] = sum(losses) / len(losses)
     result["dev_loss"] = result.get("dev_task_loss", 0.0) + result.get("dev_align_loss", 0.0)
     model.train()

@@ -65,7 +65,8 @@ def test_per_rank_negatives_average_each_ranks_own_contrastive_loss(runs, tiny_c
 
     from midalign.align import alignment_loss
     from midalign.checkpoint import load_model
-    from midalign.data.assemble import encode_pairs, group_pairs
+    from midalign.align import encode_pairs
+    from midalign.data.assemble import group_pairs
     from midalign.data.tasks import load_pairs
     from midalign.schedule import alignment_batch
     from midalign.tokenizer import ChatTokenizer

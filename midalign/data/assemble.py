@@ -74,9 +74,3 @@ def alignment_pairs(files: list[Path] | None, dev_files: list[Path] | None, lang
     if len({p.en for p in train}) < 2:
         raise DataError("alignment needs at least 2 pairs with different English sentences")
     return train, dev
-
-
-def encode_pairs(tok, pairs: list[Pair], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Raw sentences with the tokenizer's default special tokens (no chat template), cut to max_length."""
-    cut = lambda texts: [ids[:max_length] for ids in tok.encode_batch(texts)]
-    return cut([p.text for p in pairs]), cut([p.en for p in pairs])
