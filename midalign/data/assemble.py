@@ -34,7 +34,7 @@ def task_examples(task: Task, train_files: list[Path] | None, dev_files: list[Pa
     split, unless dev files are given), or without files from the task's offline default."""
     if not train_files:
         if task.offline is None:
-            raise DataError(f"--task {task.name} needs --train-data (or --experiment {task.name})")
+            raise DataError(f"--task {task.name} has no offline default: pass --train-data (or the paper's --experiment)")
         return task.offline("train", langs, direction), task.offline("dev", langs, direction)
     dev_files = dev_files or (train_files if task.splits_in_one_file else [])
     return (read_examples(task, train_files, "train", langs, direction),
