@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import POOLING, AlignConfig, pairs_loss
-from midalign.checkpoint import load_model, resolve_model_dir
+from midalign.checkpoint import load_model_and_tokenizer, resolve_model_dir
 from midalign.cli import add_device_arguments, finite_float, positive_float, positive_int, run
 from midalign.config import ModelConfig
 from midalign.data.assemble import alignment_pairs, group_pairs, task_examples
@@ -44,12 +44,11 @@ from midalign.errors import CheckpointError, DataError
 from midalign.io import atomic_write_text
 from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_parameters
 from midalign.memory import estimate_training_memory
-from midalign.precision import autocast, resolve_dtype
+from midalign.precision import autocast
 from midalign.registry import DEFAULT_MODEL
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
 from midalign.state import find_state, load_state, save_state, write_checkpoint
-from midalign.tokenizer import ChatTokenizer
 
 # Every preset is a set of flag defaults; an explicit flag always wins. `paper` = App. D.1.
 PRESETS = {
@@ -307,10 +306,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
     if args.dry_run:
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=1, default=str))
         return
-    device = torch.device(args.device) if args.device else world.device()
-    dtype = resolve_dtype(args.dtype, device)
-    model, tok = load_model(folder, device, dtype), ChatTokenizer(folder, args.no_default_template)
-    model.name_or_path = args.model
+    model, tok = load_model_and_tokenizer(args.model, args.device or world.device(), args.dtype,
+                                          args.no_default_template)
+    dtype = model.lm_head.weight.dtype
     check_settings(args, model.config.num_hidden_layers, world)
     world.main_first(lambda: apply_experiment(args))  # rank 0 downloads, the others then verify
     data = load_run_data(args, tok)
