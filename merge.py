@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import json
 from pathlib import Path
 
@@ -29,12 +30,15 @@ from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters
 from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_model_dir, save_checkpoint
 from midalign.cli import add_device_arguments, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
+from midalign.io import check_output_folder
 from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapters", nargs="+", required=True, type=Path, help="adapter folders (PEFT format)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier merge output in --out (never anything else, never an input)")
     parser.add_argument("--weights", nargs="+", type=finite_float, help="one weight per adapter (default: equal)")
     parser.add_argument("--method", choices=["linear", "cat"], default="linear",
                         help="linear: peft's linear (√(w·s) on each factor; cross terms); "
@@ -94,8 +98,20 @@ def search(args, adapters: list) -> None:
     print(f"best task weight {w:g} (dev score {score:.2f}); wrote the merged adapter and search.json to {args.out}")
 
 
+# What merge.py writes into --out (an adapter, a search record, or a full checkpoint): an --out holding
+# only these is its own earlier output, replaced with --overwrite; anything else there stops it.
+OWN_FILES = {"adapter_config.json", "adapter_model.safetensors", "search.json", "config.json", "generation_config.json",
+             "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "chat_template.jinja"}
+
+
+def own_file(name: str) -> bool:
+    return name in OWN_FILES or re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", name) is not None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    check_output_folder(args.out, args.adapters, own_file, args.overwrite)
     weights = args.weights or [1.0 / len(args.adapters)] * len(args.adapters)
     adapters = [read_adapter(a) for a in args.adapters]
     if args.search:

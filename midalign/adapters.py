@@ -115,6 +115,10 @@ def read_adapter(folder: str | Path) -> Adapter:
     incomplete = [n for n, (a, b) in weights.items() if a is None or b is None]
     if incomplete:
         raise AdapterError(f"{weights_path}: A or B missing for {incomplete[:4]}")
+    broken = [n for n, (a, b) in weights.items() if not (torch.isfinite(a).all() and torch.isfinite(b).all())]
+    if broken:
+        raise AdapterError(f"{weights_path}: NaN or inf in {len(broken)} modules ({', '.join(broken[:3])}); the "
+                           f"adapter is broken (a diverged training or a bad merge): use another checkpoint")
     return Adapter(config, raw.get("base_model_name_or_path") or "", {n: (a, b) for n, (a, b) in weights.items()})
 
 
@@ -206,5 +210,7 @@ def merge_adapters(adapters: list[Adapter], weights: list[float], method: str) -
         r = sum(ad.config.r for ad in adapters)
     else:
         raise AdapterError(f"unknown merge method '{method}' (linear, cat)")
+    if not all(torch.isfinite(a).all() and torch.isfinite(b).all() for a, b in merged.values()):
+        raise AdapterError(f"the {method} merge with weights {weights} gives NaN or inf values")
     config = LoRAConfig(r=r, alpha=float(r), dropout=first.config.dropout, targets=first.config.targets)
     return Adapter(config, first.base_model, merged)  # scaling alpha / r = 1

@@ -8,7 +8,9 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from midalign.errors import MidalignError
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -26,6 +28,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class OutputError(MidalignError, ValueError):
+    """An output path that would destroy something the command did not make, or overwrite an input."""
+
+
+def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike], own: Callable[[str], bool],
+                        overwrite: bool) -> None:
+    """Refuse, before any work, an --out that is an input (or holds or lies in one), a file, or a folder
+    holding anything but this command's own earlier output (`own(name)`: a file it writes) unless `overwrite`."""
+    out = Path(out).resolve()
+    for path in map(lambda p: Path(p).resolve(), inputs):
+        if out == path or path in out.parents or out in path.parents:
+            raise OutputError(f"--out {out} is (or holds, or lies inside) the input {path}: inputs are never "
+                              f"outputs; choose another folder")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()):
+        names = sorted(p.name for p in out.iterdir())
+        foreign = [n for n in names if not own(n)]
+        if foreign:
+            raise OutputError(f"--out {out} holds files this command did not make ({', '.join(foreign[:5])}); "
+                              f"choose an empty or new folder")
+        if not overwrite:
+            raise OutputError(f"--out {out} holds an earlier output ({', '.join(names[:5])}); pass --overwrite "
+                              f"to replace it, or choose a new folder")
 
 
 @contextmanager

@@ -263,6 +263,49 @@ def test_merge_cli_into_base_gives_base_plus_adapter_logits_in_both_libraries(ti
     assert res.returncode != 0 and "equal ranks" in res.stderr and not (tmp_path / "lin").exists()
 
 
+def test_merge_never_destroys_what_it_did_not_make_nor_writes_nan(tiny, tmp_path):
+    """--out holding a stranger's file, an input adapter as --out, a file as --out: refused before any work,
+    everything left as it was; an earlier merge output is replaced only with --overwrite; NaN weights and a
+    NaN adapter on disk are errors (they were written and scored 0.0 with exit 0 before)."""
+    paths = []
+    for seed in (0, 1):
+        model = load_model(tiny, device="cpu")
+        config = LoRAConfig(r=2, alpha=4, dropout=0.0)
+        apply_lora(model, config)
+        randomise_lora(model, seed)
+        save_adapter(adapter_from_model(model, config), tmp_path / f"ad{seed}")
+        paths.append(str(tmp_path / f"ad{seed}"))
+    before = {p: {f.name: f.read_bytes() for f in Path(p).iterdir()} for p in paths}
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "merge.py"), "--adapters", *paths, *a],
+                                    capture_output=True, text=True, cwd=ROOT)
+    stranger = tmp_path / "notes"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("months of work")
+    res = run("--out", str(stranger))
+    assert res.returncode == 1 and "holds files this command did not make (thesis.tex)" in res.stderr
+    assert (stranger / "thesis.tex").read_text() == "months of work" and len(list(stranger.iterdir())) == 1
+    res = run("--out", paths[0])
+    assert res.returncode == 1 and "inputs are never outputs" in res.stderr
+    (tmp_path / "file").write_text("x")
+    res = run("--out", str(tmp_path / "file"))
+    assert res.returncode == 1 and "is a file" in res.stderr and (tmp_path / "file").read_text() == "x"
+    assert {p: {f.name: f.read_bytes() for f in Path(p).iterdir()} for p in paths} == before
+    assert run("--out", str(tmp_path / "m")).returncode == 0
+    res = run("--out", str(tmp_path / "m"))
+    assert res.returncode == 1 and "pass --overwrite" in res.stderr
+    assert run("--out", str(tmp_path / "m"), "--weights", "0.9", "0.1", "--overwrite").returncode == 0
+
+    adapters = [read_adapter(p) for p in paths]
+    with pytest.raises(AdapterError, match="NaN or inf"):
+        merge_adapters(adapters, [float("inf"), 0.1], "linear")
+    broken = adapters[0]
+    name = next(iter(broken.weights))
+    broken.weights[name][1][0, 0] = float("nan")
+    save_adapter(broken, tmp_path / "nan")
+    with pytest.raises(AdapterError, match=r"NaN or inf in 1 modules"):
+        read_adapter(tmp_path / "nan")
+
+
 @pytest.mark.slow
 def test_real_model_adapter_parity_with_peft(tmp_path):
     """midalign LoRA vs peft on the real SmolLM2 (converted offline model): same logits."""
