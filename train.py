@@ -46,6 +46,7 @@ from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, trainable_par
 from midalign.memory import estimate_training_memory
 from midalign.precision import autocast
 from midalign.registry import DEFAULT_MODEL
+from midalign.rundir import RunLock, check_resume_settings, check_run_folder
 from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
 from midalign.state import find_state, load_state, save_state, write_checkpoint
@@ -129,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     g.add_argument("--resume", action="store_true", help="continue from --out/state exactly where it stopped")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds an earlier run (its own files only are removed)")
     g.add_argument("--dry-run", action="store_true",
                    help="print the resolved settings (presets, experiment, τ, layer) as JSON and exit: nothing is "
                         "downloaded but the model's config, nothing trained")
@@ -290,13 +293,15 @@ def micro_batch_loss(kind: str, index: int, model, tok, data: RunData, args, wor
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     world = init_world()
+    lock = RunLock(args.out)
     try:
-        train(args, argv, world)
+        train(args, argv, world, lock)
     finally:
+        lock.release()
         close_world(world)
 
 
-def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> None:
+def train(args: argparse.Namespace, argv: list[str] | None, world: World, lock: RunLock) -> None:
     # --- setup: settings, model, data, LoRA, optimizer (paper App. D.1)
     torch.manual_seed(args.seed)
     if world.main:
@@ -306,6 +311,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
     if args.dry_run:
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=1, default=str))
         return
+    if world.main:
+        check_run_folder(args.out, args.resume, args.overwrite)
     model, tok = load_model_and_tokenizer(args.model, args.device or world.device(), args.dtype,
                                           args.no_default_template)
     dtype = model.lm_head.weight.dtype
@@ -330,8 +337,12 @@ def train(args: argparse.Namespace, argv: list[str] | None, world: World) -> Non
         state = find_state(out)
         if state is None:
             raise CheckpointError(f"--resume: no complete training state in {out}/state; start without --resume")
+        # every setting that shapes the run as saved; a longer --max-steps keeps the schedule's warm-up
+        warmup = check_resume_settings(out, {**vars(args), "dtype": str(dtype)}) or warmup
         trainer = load_state(state, model, optimizer, world)
         start = trainer.pop("step")
+    if world.main:
+        lock.acquire()
     log = open_run(args, argv, world, start, {"world_size": world.size, "total_steps": total, "warmup_steps": warmup,
                                               "micro_batches": kinds, "dtype": str(dtype)})
     announce(args, model, lora_config, data, kinds, total, world)

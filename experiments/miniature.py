@@ -155,7 +155,8 @@ class Runner:
                         "--align-batch-size", str(s.align_batch_size), "--grad-accum", str(s.grad_accum),
                         "--max-steps", str(s.updates), "--eval-every", str(s.eval_every), "--patience",
                         "1000", "--pool", s.pool, "--temperature", str(s.temperature), "--seed", str(seed), "--out",
-                        str(out), *(["--resume"] if (out / "state").is_dir() else []), *extra])
+                        str(out), *(["--resume"] if (out / "state").is_dir() else ["--overwrite"] if out.exists() else []),
+                        *extra])
         return out / "best"
 
     def sft(self, seed: int) -> Path:

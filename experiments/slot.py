@@ -149,7 +149,8 @@ class Runner:
                         "--train-langs", *s.supervised, "--dev-data", str(f["dev"]), "--batch-size", str(s.batch_size),
                         "--max-steps", str(updates), "--eval-every", str(eval_every), "--patience", "1000",
                         "--lr", str(lr), "--warmup-ratio", str(s.warmup_ratio), "--seed", str(seed),
-                        "--dtype", self.dtype, "--out", str(out), *(["--resume"] if (out / "state").is_dir() else []),
+                        "--dtype", self.dtype, "--out", str(out),
+                        *(["--resume"] if (out / "state").is_dir() else ["--overwrite"] if out.exists() else []),
                         *extra])
         return out / "best"
 

@@ -56,7 +56,8 @@ def test_quick_study_runs_every_stage_and_the_report_reads_the_result_files(tiny
 
 def test_paired_bootstrap_equals_resampling_corpus_chrf_directly():
     """The bootstrap sums per-segment chrF statistics; the reference recomputes sacrebleu's corpus chrF on
-    every resample (the same indices), on real WMT23 references and their ru-en/de-en sources as "outputs"."""
+    every resample (the same segment indices, and the same seeds: a seed's two systems drawn together), on
+    real WMT23 references as "outputs"."""
     import random
     import statistics
 
@@ -69,18 +70,19 @@ def test_paired_bootstrap_equals_resampling_corpus_chrf_directly():
             for x in ("ru", "de")}
     hyp = lambda x, shift: [[refs[x][(i + shift) % 6] if i % 3 == 0 else refs[x][i], refs[x][i]] for i in range(6)]
     system = lambda shift: {"segments": {f"{x}-en": hyp(x, shift) for x in refs}}
-    a, b, units = [system(1), system(2)], [system(3)], ["ru-en", "de-en"]
+    a, b, units = [system(1), system(2)], [system(3), system(4)], ["ru-en", "de-en"]
     got = paired_bootstrap(a, b, units, n=40, seed=7)
 
     chrf = lambda pairs: CHRF().corpus_score([h for h, _ in pairs], [[r for _, r in pairs]]).score
-    score = lambda systems, idx: statistics.mean(
-        statistics.mean(chrf([s["segments"][u][i] for i in idx[u]]) for u in units) for s in systems)
+    score = lambda systems, idx, seeds: statistics.mean(
+        statistics.mean(chrf([systems[k]["segments"][u][i] for i in idx[u]]) for u in units) for k in seeds)
     rng, full = random.Random(7), {u: range(6) for u in units}
     deltas = []
     for _ in range(40):
         idx = {u: [rng.randrange(6) for _ in range(6)] for u in units}
-        deltas.append(score(a, idx) - score(b, idx))
+        seeds = [rng.randrange(2) for _ in range(2)]
+        deltas.append(score(a, idx, seeds) - score(b, idx, seeds))
     deltas.sort()
-    assert abs(got["delta"] - (score(a, full) - score(b, full))) < 1e-9
+    assert abs(got["delta"] - (score(a, full, [0, 1]) - score(b, full, [0, 1]))) < 1e-9
     assert abs(got["ci95"][0] - deltas[1]) < 1e-9 and abs(got["ci95"][1] - deltas[39]) < 1e-9
     assert got["p_le_0"] == sum(d <= 0 for d in deltas) / 40

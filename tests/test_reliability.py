@@ -186,3 +186,56 @@ def test_resume_with_another_process_count_is_refused(tiny_chat_checkpoint, unin
     (out / "state" / "trainer.json").write_text(json.dumps({**trainer, "world_size": 2}))
     with pytest.raises(train.CheckpointError, match="resume with the same torchrun --nproc_per_node"):
         train.main(tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+
+
+def test_a_finished_run_is_never_replaced_silently_and_one_writer_at_a_time(tiny_chat_checkpoint, tmp_path):
+    """Training into a folder that holds a run needs --resume or --overwrite (it replaced it silently before);
+    a second writer stops naming the holder's pid (both exited 0 before, the first reporting the second's
+    weights)."""
+    import os
+
+    import train
+    from midalign.errors import CheckpointError
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    best = (out / "best" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="holds a training run .* pass --resume to continue it, --overwrite"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2", "--seed", "1"))
+    assert (out / "best" / "adapter_model.safetensors").read_bytes() == best
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"holds files train.py did not make \(notes.txt\)"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2", "--overwrite"))
+    (out / "notes.txt").unlink()
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2", "--seed", "1", "--overwrite"))
+    assert (out / "best" / "adapter_model.safetensors").read_bytes() != best
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+    other = tmp_path / "busy"
+    other.mkdir()
+    (other / ".lock").write_text(str(os.getppid()))  # a live process holds it
+    with pytest.raises(CheckpointError, match=f"being written by another process \\(pid {os.getppid()}\\)"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, other, "--max-steps", "1"))
+    (other / ".lock").write_text("999999999")  # a process that is gone: its lock is taken over
+    train.main(tiny_args(tiny_chat_checkpoint, data, other, "--max-steps", "1"))
+    assert not (other / ".lock").exists() and (other / "last").is_dir()
+
+
+def test_resume_refuses_other_settings_and_names_them(tiny_chat_checkpoint, tmp_path):
+    """--resume with another lr, batch size, seed or τ continued and rewrote config.json before."""
+    import train
+    from midalign.errors import CheckpointError
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    config = (out / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"--lr 0.0005 → 0.001; --seed 0 → 3"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "4", "--resume", "--lr", "1e-3",
+                             "--seed", "3"))
+    assert (out / "config.json").read_text() == config
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "4", "--resume"))  # longer: allowed
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if "eval" not in l]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["warmup_steps"] == json.loads(config)["warmup_steps"]
