@@ -131,7 +131,7 @@ class Runner:
     # ------------------------------------------------------------------------------------- runs
     def done(self, run: str) -> dict | None:
         """The run's result if it exists; else starts the run's clock (the result records its compute)."""
-        result = read_result(self.results / f"{run}.json", self.s)
+        result = read_result(self.results / f"{run}.json", self.s.fingerprint())
         self._clock[run] = time.perf_counter()
         return result
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[miniature] {stage}", file=sys.stderr)
             runner.stage(stage)
     command = "python experiments/miniature.py" + (f" --quick --model {study.model}" if args.quick else "")
-    render(study, args.results, args.report, lambda path: read_result(path, study), command)
+    render(study, args.results, args.report, lambda path: read_result(path, study.fingerprint()), command)
     print(f"wrote {args.report}")
 
 

@@ -83,13 +83,23 @@ class SlotStudy:
     pilot_eval_every: int = 30
     bootstrap: int = 2000
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, run: str = "") -> str:
+        """The design a run depends on: a pilot run (`pilot-…`) on the pilot's settings alone, so that the
+        main design can be fixed from the pilot without invalidating it; every other run on the rest."""
         import hashlib
 
-        design = {k: v for k, v in asdict(self).items() if k != "bootstrap"}  # the bootstrap only shapes the report
+        fields = asdict(self)
+        if run.startswith("pilot"):
+            design = {k: fields[k] for k in PILOT_FIELDS}
+        else:
+            design = {k: v for k, v in fields.items() if k not in ("bootstrap", "pilot_lrs", "pilot_updates",
+                                                                 "pilot_eval_every")}
         return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()[:10]
 
 
+# What a pilot run depends on (its learning rate is in its name; the bootstrap only shapes the report).
+PILOT_FIELDS = ("model", "supervised", "dev_per_lang", "sample_seed", "batch_size", "grad_accum", "warmup_ratio",
+                "pilot_updates", "pilot_eval_every", "max_new_tokens", "batch_gen")
 QUICK = SlotStudy(test_per_lang=(1, 2, 1), dev_per_lang=1, updates=2, batch_size=2, grad_accum=1, eval_every=2,
                   align_batch_size=4, seeds=(0, 1), max_new_tokens=4, batch_gen=8, pilot_lrs=(5e-4,), pilot_updates=2,
                   pilot_eval_every=1, bootstrap=50, other=("de", "fr"))
@@ -103,7 +113,8 @@ def study_dtype() -> str:
 class Runner:
     def __init__(self, study: SlotStudy, results: Path, work: Path, data_dir: Path | None,
                  massive_from: Path | None, tatoeba_from: Path | None):
-        self.s, self.results, self.work = study, results, work / study.fingerprint()
+        self.s, self.results, self.root = study, results, work
+        self.work = work / study.fingerprint()  # the sampled data files
         self.data_dir, self.massive_from, self.tatoeba_from = data_dir, massive_from, tatoeba_from
         self.dtype = study_dtype()
         self._files: dict | None = None
@@ -134,8 +145,12 @@ class Runner:
         return files
 
     # ------------------------------------------------------------------------------------- runs
+    def run_dir(self, name: str) -> Path:
+        """A training's folder, under the fingerprint of the design it depends on."""
+        return self.root / self.s.fingerprint(name) / name
+
     def save(self, run: str, result: dict, seconds: float) -> dict:
-        result = {**result, "design": self.s.fingerprint(), "seconds": round(seconds, 1), "dtype": self.dtype,
+        result = {**result, "design": self.s.fingerprint(run), "seconds": round(seconds, 1), "dtype": self.dtype,
                   "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPU cores, "
                              f"native bf16 {native_bf16()}, torch {torch.__version__}"}
         atomic_write_text(self.results / f"{run}.json", json.dumps(result, ensure_ascii=False, indent=1))
@@ -143,7 +158,7 @@ class Runner:
 
     def adapter(self, name: str, seed: int, extra: list[str], updates: int, eval_every: int, lr: float) -> Path:
         """Train `name` unless it finished (an interrupted training resumes); returns its best adapter."""
-        s, out, f = self.s, self.work / name, self.files()
+        s, out, f = self.s, self.run_dir(name), self.files()
         if not (out / "last" / "adapter_config.json").is_file():
             train.main(["--model", s.model, "--task", "slot", "--train-data", *map(str, f["train"]),
                         "--train-langs", *s.supervised, "--dev-data", str(f["dev"]), "--batch-size", str(s.batch_size),
@@ -170,7 +185,7 @@ class Runner:
 
     def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None) -> dict:
         """F1 per language of the base model or an adapter (trained first if need be), with every prediction."""
-        if (r := read_result(self.results / f"{run}.json", self.s)) is not None:
+        if (r := read_result(self.results / f"{run}.json", self.s.fingerprint(run))) is not None:
             return r
         start = time.perf_counter()
         adapter = adapter() if adapter else None
@@ -187,7 +202,7 @@ class Runner:
         per_lang = {l: 100 * slot_f1(*zip(*[(u, a, p) for _, u, a, p in rows]), l)["f1"] for l, rows in items.items()}
         result = {"partition": partition, "per_lang": per_lang, "items": items, "generation": generation}
         if log is not None:
-            result.update(curves(self.work / log / "log.jsonl"))
+            result.update(curves(self.run_dir(log) / "log.jsonl"))
         return self.save(run, result, time.perf_counter() - start)
 
     # ----------------------------------------------------------------------------------- stages
@@ -238,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[slot] {stage} ({runner.dtype})", file=sys.stderr)
             runner.stage(stage)
     command = "python experiments/slot.py" + (f" --quick --model {study.model}" if args.quick else "")
-    render(study, args.results, args.report, lambda path: read_result(path, study), command)
+    render(study, args.results, args.report, lambda path: read_result(path, study.fingerprint(path.stem)), command)
     print(f"wrote {args.report}")
 
 

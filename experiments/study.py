@@ -12,14 +12,14 @@ from midalign.registry import DEFAULT_MODEL
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def read_result(path: Path, study) -> dict | None:
+def read_result(path: Path, design: str) -> dict | None:
     """A run's result file, or None when it is not there; one made under another design is an error."""
     if not path.is_file():
         return None
     result = json.loads(path.read_text(encoding="utf-8"))
-    if result.get("design") != study.fingerprint():
+    if result.get("design") != design:
         raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
-                            f"{study.fingerprint()}): delete it to rerun that part, or pass --results DIR")
+                            f"{design}): delete it to rerun that part, or pass --results DIR")
     return result
 
 
