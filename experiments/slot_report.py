@@ -82,7 +82,7 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
              f"{study.warmup_ratio:.0%} warm-up, seed 0, at each pilot learning rate; F1 on "
              f"{study.dev_per_lang} random `dev` utterances per supervised locale.", "",
              "| run | precision | " + " | ".join(study.supervised) + " | mean F1 | dev loss (first → last eval) | "
-             "s / update | s / answer |", "|---" * (6 + len(study.supervised)) + "|"]
+             "s / update (median; fastest 10%) | s / answer |", "|---" * (6 + len(study.supervised)) + "|"]
     for name, r in [("zero-shot (base)", base), *((f"SFT lr {lr:g}", r) for lr, r in runs)]:
         if r is None:
             continue
@@ -90,12 +90,12 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
         per = [f1(counts[l]) for l in study.supervised]
         dev = r.get("dev_curve") or []
         dev_text = f"{dev[0]['dev_loss']:.3f} → {dev[-1]['dev_loss']:.3f}" if dev else "—"
-        train_rows = r.get("train_curve") or []
-        per_update = (train_rows[-1]["elapsed_s"] / len(train_rows)) if train_rows else None
+        times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(r.get("train_curve") or [], (r.get("train_curve") or [])[1:])]
+        per_update = f"{statistics.median(times):.1f}; {sorted(times)[len(times) // 10]:.1f}" if times else None
         answers = sum(len(v) for v in r["items"].values())
         lines.append(f"| {name} | {r['dtype']} | " + " | ".join(f"{v:.1f}" for v in per) +
                      f" | {statistics.mean(per):.1f} | {dev_text} | " +
-                     (f"{per_update:.1f}" if per_update else "—") +
+                     (per_update or "—") +
                      f" | {r['generation']['seconds'] / answers:.2f} |")
     done = [(lr, r) for lr, r in runs if r]
     if done:
