@@ -179,15 +179,19 @@ def build_tatoeba(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
     url = URLS["tatoeba"].format(pair=f"{a}-{b}")
     archive = fetch.get(url, f"tatoeba-{a}-{b}.txt.zip")
     files = _members(archive, rf"Tatoeba\.{a}-{b}\.({a}|{b})")
-    src = files[f"Tatoeba.{a}-{b}.{code}"].decode("utf-8").split("\n")
-    en = files[f"Tatoeba.{a}-{b}.en"].decode("utf-8").split("\n")
+    write_tatoeba(out, lang, files[f"Tatoeba.{a}-{b}.{code}"].decode("utf-8").split("\n"),
+                  files[f"Tatoeba.{a}-{b}.en"].decode("utf-8").split("\n"), f"{archive}: Tatoeba.{a}-{b}.{code}")
+    return {archive.name: url}
+
+
+def write_tatoeba(out: Path, lang: str, src: list[str], en: list[str], where: str) -> None:
+    """`<lang>-en.tsv` from line-aligned Tatoeba text, through the paper's filter (`tatoeba_pairs`)."""
     if len(src) != len(en):
-        raise DataError(f"{archive}: Tatoeba.{a}-{b}.{code} and .en are not line-aligned ({len(src)} vs {len(en)})")
+        raise DataError(f"{where} and its English side are not line-aligned ({len(src)} vs {len(en)} lines)")
     rows = tatoeba_pairs(src, en)
     if not rows:
-        raise DataError(f"{archive}: no usable sentence pairs in Tatoeba.{a}-{b}.{code}")
+        raise DataError(f"{where}: no usable sentence pairs")
     (out / f"{lang}-en.tsv").write_text("".join(f"{lang}\t{s}\t{e}\n" for s, e in rows), encoding="utf-8")
-    return {archive.name: url}
 
 
 def _build_tatoeba_laser(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
@@ -196,13 +200,7 @@ def _build_tatoeba_laser(fetch: Fetch, out: Path, lang: str) -> dict[str, str]:
     code = LASER_CODES[lang]
     src = fetch.get("", relative=f"tatoeba.{code}-eng.{code}")
     en = fetch.get("", relative=f"tatoeba.{code}-eng.eng")
-    a, b = _lines(src), _lines(en)
-    if len(a) != len(b):
-        raise DataError(f"{src} has {len(a)} lines but {en} has {len(b)}: not line-aligned")
-    rows = tatoeba_pairs(a, b)
-    if not rows:
-        raise DataError(f"{src}: no usable sentence pairs")
-    (out / f"{lang}-en.tsv").write_text("".join(f"{lang}\t{s}\t{e}\n" for s, e in rows), encoding="utf-8")
+    write_tatoeba(out, lang, _lines(src), _lines(en), str(src))
     return {src.name: str(fetch.local), en.name: str(fetch.local)}
 
 
