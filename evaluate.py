@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
             name, _, members = spec.partition("=")
             if not members:
                 raise DataError(f"--groups {spec}: expected NAME=l1,l2")
+            unknown = [l for l in members.split(",") if l not in langs]
+            if unknown:
+                raise DataError(f"--groups {spec}: {', '.join(unknown)} not among the evaluated languages "
+                                f"({', '.join(langs)})")
             groups[name] = members.split(",")
     elif experiment:
         seen = set(experiment.train_langs) | set(experiment.align_langs)

@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     sentences = read_sentences(args.data, args.split, args.langs)
     langs = list(sentences)
+    if len(langs) < 2:
+        raise DataError(f"retrieval needs at least two languages (got {', '.join(langs) or 'none'}); add --langs")
     model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
     if args.adapter:
         load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost

@@ -48,7 +48,7 @@ from midalign.cli import run  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from miniature_report import placement_layers, render  # noqa: E402
-from study import read_result, study_parser  # noqa: E402
+from study import check_report_only, read_result, study_parser  # noqa: E402
 
 STAGES = ("mt", "retrieval", "placement", "merge", "correlation", "unseen")
 
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alma-dir", type=Path, help="a local copy of ALMA's human_written_data/ (else downloaded)")
     p.add_argument("--wmt23-dir", type=Path, help="a local copy of wmt23-news-systems (txt/ or xml/; else downloaded)")
     args = p.parse_args(argv)
+    check_report_only(args)
     study = QUICK if args.quick else Study()
     if args.model:
         study = replace(study, model=args.model)

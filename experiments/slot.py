@@ -50,7 +50,7 @@ from midalign.metrics import slot_f1  # noqa: E402
 from midalign.precision import native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from slot_report import render  # noqa: E402
-from study import read_result, study_parser  # noqa: E402
+from study import check_report_only, read_result, study_parser  # noqa: E402
 
 STAGES = ("pilot", "main")
 
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tatoeba-from", type=Path,
                    help="LASER's Tatoeba test set folder (tatoeba.<xxx>-eng.*; else OPUS Tatoeba is downloaded)")
     args = p.parse_args(argv)
+    check_report_only(args)
     study = QUICK if args.quick else SlotStudy()
     if args.model:
         study = replace(study, model=args.model)

@@ -23,6 +23,14 @@ def read_result(path: Path, design: str) -> dict | None:
     return result
 
 
+def check_report_only(args) -> None:
+    """--report-only rewrites the report from --results alone: a folder that is not there (a typo) is an
+    error, never a report that says nothing was run."""
+    if args.report_only and not any(Path(args.results).glob("*.json")):
+        raise MidalignError(f"--results {args.results}: no result files there; --report-only would write a report of "
+                            f"nothing over {args.report}. Check the path")
+
+
 def study_parser(doc: str, stages: tuple[str, ...], name: str, results: Path) -> argparse.ArgumentParser:
     """The options every study has; a study adds its data sources."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -132,8 +132,8 @@ def load_adapter(model: nn.Module, folder: str | Path, check_base: bool = True, 
         ours = getattr(model, "name_or_path", "")
         if adapter.base_model and ours and not _same_model(adapter.base_model, ours):
             raise AdapterError(f"{folder}: adapter was trained on '{adapter.base_model}', the model is '{ours}'. "
-                               f"Load the matching base model (or pass check_base=False / --ignore-base if you "
-                               f"know they are the same weights)")
+                               f"Load the matching base model with --model (a folder and its offline alias count as the "
+                               f"same model)")
     if not lora_modules(model):
         apply_lora(model, adapter.config)
     load_adapter_weights(model, adapter, where=str(folder))

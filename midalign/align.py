@@ -40,13 +40,14 @@ class AlignConfig:
 def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
     """(B, T, d) hidden states, (B, T) mask of real tokens → (B, d) mean over real tokens, in fp32.
 
-    skip_first drops each sequence's first real token (left or right padding alike).
+    skip_first drops each sequence's first real token (left or right padding alike), except in a sequence
+    of one token, which keeps it (it would pool to a zero vector, which has no direction to align).
     """
     mask = mask.to(torch.float32)
     if skip_first:
-        first = (mask.cumsum(-1) == 1) & (mask > 0)  # the first real token of each row
+        first = (mask.cumsum(-1) == 1) & (mask > 0) & (mask.sum(-1, keepdim=True) > 1)  # first real token, if 2+
         mask = mask * (~first)
-    denom = mask.sum(-1, keepdim=True).clamp(min=1.0)  # a one-token sentence pools to zeros when skipped
+    denom = mask.sum(-1, keepdim=True).clamp(min=1.0)
     return (hidden.float() * mask[..., None]).sum(1) / denom
 
 

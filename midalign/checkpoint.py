@@ -153,8 +153,12 @@ def load_model_and_tokenizer(name_or_path: str | os.PathLike, device: str | None
     (default: bf16 on cuda, fp32 on cpu) flags."""
     folder = resolve_model_dir(name_or_path)
     device = torch.device(device) if device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
     model = load_model(folder, device, resolve_dtype(dtype, device))
-    model.name_or_path = str(name_or_path)
+    local = Path(name_or_path).expanduser()
+    # a local folder is recorded absolute (an adapter's base model then matches from any working folder)
+    model.name_or_path = str(local.resolve()) if local.exists() else str(name_or_path)
     return model, ChatTokenizer(folder, released_template)
 
 

@@ -118,3 +118,58 @@ def test_numeric_arguments_are_checked_where_they_are_parsed(script, flag, value
         module.parse_args(argv)
     assert exit_.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_late_and_silent_failures_are_early_one_line_errors(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    """A --groups language that is not evaluated (it vanished from the table), one language for retrieval (it
+    failed after embedding), --device cuda without a GPU (a traceback), a report rebuilt from a mistyped
+    --results folder (it overwrote the report with "Not run yet"): each a one-line error before any work."""
+    import evaluate
+    import retrieve
+    import torch
+
+    from midalign.checkpoint import load_model_and_tokenizer
+    from midalign.errors import MidalignError
+
+    data = write_tiny_data(tmp_path / "data")
+    with pytest.raises(DataError, match=r"--groups odd=de,xx: xx not among the evaluated languages"):
+        evaluate.main(["--model", str(tiny_chat_checkpoint), "--data", str(data["dev"]), "--groups", "odd=de,xx",
+                       "--out", str(tmp_path / "e")])
+    with pytest.raises(DataError, match="retrieval needs at least two languages"):
+        retrieve.main(["--model", str(tiny_chat_checkpoint), "--langs", "de", "--out", str(tmp_path / "r")])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MidalignError, match="--device cuda: no CUDA GPU"):
+        load_model_and_tokenizer(tiny_chat_checkpoint, "cuda")
+    report = tmp_path / "docs" / "slot.md"
+    report.parent.mkdir()
+    report.write_text("months of results")
+    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "slot.py"), "--report-only", "--results",
+                          str(tmp_path / "typo"), "--report", str(report)], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1 and "no result files there" in res.stderr and report.read_text() == "months of results"
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
+
+
+def test_one_token_sentences_keep_their_token_and_relative_model_paths_match_absolute(tiny_chat_checkpoint, tmp_path,
+                                                                                       monkeypatch):
+    """Under mean-skip-first a one-token sentence pooled to a zero vector (its alignment loss was exactly
+    ln n); an adapter trained with a relative --model was refused for the same folder given absolutely."""
+    import torch
+
+    import train
+    from midalign.adapters import load_adapter, read_adapter
+    from midalign.align import mean_pool
+    from midalign.checkpoint import load_model
+
+    h = torch.randn(2, 3, 4)
+    mask = torch.tensor([[0, 0, 1], [1, 1, 1]])  # one token (left-padded), three tokens
+    pooled = mean_pool(h, mask, skip_first=True)
+    torch.testing.assert_close(pooled[0], h[0, 2])
+    torch.testing.assert_close(pooled[1], h[1, 1:].mean(0))
+
+    data = write_tiny_data(tmp_path / "data")
+    monkeypatch.chdir(tiny_chat_checkpoint.parent)
+    train.main(tiny_args(Path(tiny_chat_checkpoint.name), data, tmp_path / "run", "--max-steps", "1"))
+    assert read_adapter(tmp_path / "run" / "best").base_model == str(tiny_chat_checkpoint.resolve())
+    monkeypatch.chdir(tmp_path)
+    model = load_model(tiny_chat_checkpoint.resolve(), device="cpu")
+    load_adapter(model, tmp_path / "run" / "best")  # the absolute path of the same folder: accepted
