@@ -27,7 +27,7 @@ from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
 from midalign.evaluation import first_per_unit, group_averages, group_units, load_examples, predict, score_units
-from midalign.io import atomic_write_text
+from midalign.io import atomic_write_text, check_writable_folder
 from midalign.registry import DEFAULT_MODEL
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
@@ -97,6 +97,17 @@ def comet_scores(examples: list[Example], predictions: list[str], python: Path |
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def check_comet(python: Path) -> None:
+    """--comet-python imports unbabel-comet (checked before generating, not after)."""
+    try:
+        done = subprocess.run([str(python), "-c", "import comet"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DataError(f"--comet-python {python}: cannot run it ({e})") from e
+    if done.returncode != 0:
+        raise DataError(f"--comet-python {python}: cannot import comet ({done.stderr.strip().splitlines()[-1:]}); "
+                        f"pip install unbabel-comet in that environment")
+
+
 def markdown_table(per_unit: dict[str, dict], groups: dict[str, float], metric: str, label: str) -> str:
     units = list(per_unit)
     head = "| model | " + " | ".join(units) + " | " + " | ".join(groups) + " |"
@@ -139,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         groups = {}
     groups = group_units(groups, units)
     max_new = args.max_new_tokens or (task.max_new_tokens if args.data else UDHR_MAX_NEW_TOKENS)
+    check_writable_folder(args.out)  # what can fail cheaply fails before the generation
+    if task.comet and args.comet_python:
+        check_comet(args.comet_python)
 
     model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype, args.no_default_template)
     if args.adapter:

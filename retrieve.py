@@ -29,7 +29,7 @@ from midalign.checkpoint import load_model_and_tokenizer
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
 from midalign.errors import DataError
-from midalign.io import atomic_write_text
+from midalign.io import atomic_write_text, check_writable_folder
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average, paper_layers
 from midalign.stats import pearson
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     langs = list(sentences)
     if len(langs) < 2:
         raise DataError(f"retrieval needs at least two languages (got {', '.join(langs) or 'none'}); add --langs")
+    check_writable_folder(args.out)  # before the embedding, not after
     model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
     if args.adapter:
         load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost

@@ -56,6 +56,26 @@ def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike],
                               f"to replace it, or choose a new folder")
 
 
+def check_writable_folder(out: str | os.PathLike) -> None:
+    """Before the expensive part: --out is (or can be made) a folder this process can write; folders made
+    for the test are removed again, so a command that fails later leaves nothing behind."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; choose a folder")
+    made = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from e
+    finally:
+        for p in made:  # innermost first
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed.

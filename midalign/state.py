@@ -40,7 +40,11 @@ def find_state(out: Path) -> Path | None:
 
 
 def load_state(state: Path, model, optimizer, world: World = World()) -> dict:
-    trainer = json.loads((state / "trainer.json").read_text())
+    try:
+        trainer = json.loads((state / "trainer.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{state / 'trainer.json'}: unreadable ({e}); the training state is damaged: start "
+                              f"again in a new --out, or restore the folder from a copy") from e
     if trainer.pop("world_size", 1) != world.size:
         raise CheckpointError(f"{state} was written by a run with a different number of processes; "
                               f"resume with the same torchrun --nproc_per_node")

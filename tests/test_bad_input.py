@@ -173,3 +173,38 @@ def test_one_token_sentences_keep_their_token_and_relative_model_paths_match_abs
     monkeypatch.chdir(tmp_path)
     model = load_model(tiny_chat_checkpoint.resolve(), device="cpu")
     load_adapter(model, tmp_path / "run" / "best")  # the absolute path of the same folder: accepted
+
+
+def test_checked_before_the_expensive_part_and_never_a_traceback(tiny_chat_checkpoint, tmp_path):
+    """--out a file and a --comet-python that cannot import comet stop evaluate.py before any generation (after
+    it, before); retrieve.py's --out likewise; non-UTF-8 bytes name file:line; a corrupt trainer.json on
+    --resume is one line; --train-langs matching nothing in an MT file is an error (it trained on German)."""
+    import evaluate
+    import retrieve
+    import train
+    from midalign.errors import CheckpointError, MidalignError
+
+    data = write_tiny_data(tmp_path / "data")
+    (tmp_path / "file").write_text("x")
+    model = ["--model", str(tiny_chat_checkpoint)]
+    with pytest.raises(MidalignError, match="is a file; choose a folder"):
+        evaluate.main([*model, "--data", str(data["dev"]), "--out", str(tmp_path / "file")])
+    with pytest.raises(MidalignError, match="is a file; choose a folder"):
+        retrieve.main([*model, "--langs", "de", "fr", "--out", str(tmp_path / "file")])
+    with pytest.raises(DataError, match="--comet-python .*: cannot import comet"):
+        evaluate.main([*model, "--data", str(data["dev"]), "--comet-python", sys.executable, "--out",
+                       str(tmp_path / "e")])
+    assert not (tmp_path / "e").exists()  # nothing left behind by the checks
+
+    latin1 = tmp_path / "train.de-en.jsonl"
+    latin1.write_bytes(b'{"translation": {"de": "ok", "en": "ok"}}\n{"translation": {"de": "Gr\xfc\xdfe", "en": "hi"}}\n')
+    with pytest.raises(DataError, match=r"train.de-en.jsonl:2: not UTF-8 text \(byte 68: b'\\xfc'\)"):
+        train.main(tiny_args(tiny_chat_checkpoint, {**data, "train": latin1}, tmp_path / "u"))
+    with pytest.raises(DataError, match=r"no task training examples \(task mt, languages \['fr'\]\)"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "fr", "--train-langs", "fr"))
+
+    out = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    (out / "state" / "trainer.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="trainer.json: unreadable .*training state is damaged"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "4", "--resume"))

@@ -82,10 +82,21 @@ def slots_from_annotation(annot_utt: str) -> str:
     return "; ".join(slots) if slots else "None"
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; bytes that are not UTF-8 are an error naming the file, line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); convert the "
+                        f"file to UTF-8, e.g. iconv -f latin1 -t utf-8") from e
+
+
 def _jsonl(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: file is empty")
     for n, line in enumerate(lines, start=1):
@@ -169,8 +180,8 @@ def load_aligned_text(path: Path) -> list[Pair]:
     english = path.with_suffix(".en")
     if not path.is_file() or not english.is_file():
         raise DataError(f"{path}: needs both {path.name} and {english.name}")
-    src = path.read_text(encoding="utf-8").split("\n")
-    tgt = english.read_text(encoding="utf-8").split("\n")
+    src = read_text(path).split("\n")
+    tgt = read_text(english).split("\n")
     for side in (src, tgt):
         if side and side[-1] == "":
             side.pop()
@@ -193,7 +204,7 @@ def load_pairs(path: Path) -> list[Pair]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")
