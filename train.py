@@ -293,12 +293,13 @@ def micro_batch_loss(kind: str, index: int, model, tok, data: RunData, args, wor
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     world = init_world()
-    lock = RunLock(args.out)
+    lock, finished = RunLock(args.out), False
     try:
         train(args, argv, world, lock)
+        finished = True
     finally:
         lock.release()
-        close_world(world)
+        close_world(world, finished)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, world: World, lock: RunLock) -> None:

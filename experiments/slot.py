@@ -216,11 +216,12 @@ class Runner:
                 tag = f"pilot-lr{lr:g}"
                 self.evaluate(tag, lambda lr=lr, tag=tag: self.sft(0, lr, s.pilot_updates, s.pilot_eval_every, tag),
                               partition="dev", log=tag)
-        elif name == "main":
-            self.evaluate("base", None)
-            for seed in s.seeds:
+        elif name == "main":  # the first paired seed (the study's question) before the zero-shot reference
+            for i, seed in enumerate(s.seeds):
                 self.evaluate(f"sft-s{seed}", lambda seed=seed: self.sft(seed), log=f"sft-s{seed}")
                 self.evaluate(f"joint-s{seed}", lambda seed=seed: self.joint(seed), log=f"joint-s{seed}")
+                if i == 0:
+                    self.evaluate("base", None)
 
 
 def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:

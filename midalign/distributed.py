@@ -131,6 +131,11 @@ def init_world() -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, finished: bool = True) -> None:
+    """Tear the process group down. After a finished run every rank first waits for the others: gloo
+    aborts a process (`terminate called without an active exception`) that destroys its group while a peer
+    still holds the connection. After an error there is no barrier (a failed peer would never reach it)."""
     if world.size > 1 and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
