@@ -20,13 +20,12 @@ import tempfile
 from pathlib import Path
 
 
-from midalign.adapters import load_adapter
-from midalign.checkpoint import load_model_and_tokenizer
 from midalign.cli import add_device_arguments, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
-from midalign.evaluation import first_per_unit, group_averages, group_units, load_examples, predict, score_units
+from midalign.evaluation import (first_per_unit, group_averages, group_units, load_examples, load_for_inference,
+                                 predict, score_units)
 from midalign.io import atomic_write_text, check_writable_folder
 from midalign.registry import DEFAULT_MODEL
 
@@ -154,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if task.comet and args.comet_python:
         check_comet(args.comet_python)
 
-    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype, args.no_default_template)
-    if args.adapter:
-        load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
+    model, tok = load_for_inference(args.model, args.adapter, args.device, args.dtype, args.no_default_template)
     predictions, generation = predict(model, tok, examples, max_new, args.batch_size)
     per_unit = score_units(task, examples, predictions)
     metric = task.metric

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import json
 from pathlib import Path
 
 import torch
@@ -30,8 +29,10 @@ from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters
 from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_model_dir, save_checkpoint
 from midalign.cli import add_device_arguments, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
+from midalign.evaluation import load_examples
 from midalign.io import check_output_folder
-from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
+from midalign.merging import save_search, search_weight
+from midalign.lora import apply_lora, merge_lora
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,35 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def search(args, adapters: list) -> None:
     """Merge with (w, 1 - w) for each w, score the merged model on the dev data, keep the best."""
-    from midalign.evaluation import load_examples, predict, score_units
-    from midalign.io import atomic_write_text
-
     task = TASKS[args.task]
     examples = load_examples(task, args.dev_data, args.langs, args.limit, partition="dev")
     base = args.model or adapters[0].base_model
     if not base:
         raise AdapterError("the adapters record no base model; pass --model")
     model, tok = load_model_and_tokenizer(base, args.device, args.dtype)
-    results, best = {}, None
-    for w in args.search:
-        merged = merge_adapters(adapters, [w, 1 - w], args.method)
-        if not lora_modules(model):
-            apply_lora(model, merged.config)
-        load_adapter_weights(model, merged, where=f"merge with weights {w}, {1 - w:g}")
-        merge_lora(model)  # inference at the base model's cost
-        predictions, _ = predict(model, tok, examples, args.max_new_tokens or task.max_new_tokens, args.batch_size)
-        unmerge_lora(model)
-        per_unit = score_units(task, examples, predictions)
-        score = sum(s["score"] for s in per_unit.values()) / len(per_unit)
-        results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()}}
-        print(f"task weight {w:g}: dev score {score:.2f} (mean over {len(per_unit)} languages)")
-        if best is None or score > best[0]:
-            best = (score, w, merged)
-    score, w, merged = best
-    save_adapter(merged, args.out)
-    atomic_write_text(args.out / "search.json", json.dumps({"method": args.method, "task": args.task, "best_weight": w,
-                                                            "weights": results}, indent=1))
-    print(f"best task weight {w:g} (dev score {score:.2f}); wrote the merged adapter and search.json to {args.out}")
+    merged, record = search_weight(model, tok, adapters, args.search, args.method, task, examples,
+                                   args.max_new_tokens or task.max_new_tokens, args.batch_size)
+    save_search(args.out, merged, record)
+    w = record["best_weight"]
+    print(f"best task weight {w:g} (dev score {record['weights'][f'{w:g}']['score']:.2f}); wrote the merged adapter "
+          f"and search.json to {args.out}")
 
 
 # What merge.py writes into --out (an adapter, a search record, or a full checkpoint): an --out holding

@@ -20,18 +20,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from midalign.adapters import load_adapter
 from midalign.align import POOLING
 from midalign.cli import add_device_arguments, positive_int, run
-from midalign.checkpoint import load_model_and_tokenizer
+from midalign.evaluation import load_for_inference
 from midalign.data.sources import ensure
-from midalign.data.udhr import DEFAULT_VERSIONS, parallel_rows
+from midalign.data.udhr import DEFAULT_VERSIONS, parallel_sentences
 from midalign.errors import DataError
 from midalign.io import atomic_write_text, check_writable_folder
 from midalign.registry import DEFAULT_MODEL
-from midalign.retrieval import MARGINS, accuracy_table, embed_layers, paper_average, paper_layers
+from midalign.retrieval import MARGINS, layer_retrieval
 from midalign.stats import pearson
 
 
@@ -73,12 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_sentences(data: str, split: str, langs: list[str] | None) -> dict[str, list[str]]:
     """lang → sentences, row i of every language translating row i of the others."""
     if data == "udhr":
-        langs = langs or list(DEFAULT_VERSIONS)
-        rows = parallel_rows(langs, split)
-        if len(rows) < 2:
-            raise DataError(f"only {len(rows)} UDHR paragraphs of the {split} articles are parallel across "
-                            f"{', '.join(langs)}; choose fewer languages or another split")
-        return {lang: [r[lang] for r in rows] for lang in langs}
+        return parallel_sentences(langs or list(DEFAULT_VERSIONS), split)
     path = ensure("flores")[0] if data == "flores" else Path(data)
     if path.is_dir():
         folder = path / "dev" if (path / "dev").is_dir() else path
@@ -117,28 +110,13 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     try:
         layers = sorted({int(x) for x in spec.split(",")})
     except ValueError:
-        raise SystemExit(f"error: --layers must be 'all' or a comma list of integers, got '{spec}'")
+        raise DataError(f"--layers must be 'all' or a comma list of integers, got '{spec}'") from None
     if layers[0] < 0 or layers[-1] > n_layers:
-        raise SystemExit(f"error: --layers {spec}: this model has hidden states 0..{n_layers}")
+        raise DataError(f"--layers {spec}: this model has hidden states 0..{n_layers}")
     return layers
 
 
 # ---------------------------------------------------------------------------------------- results
-
-def summarise(acc: torch.Tensor, layers: list[int], langs: list[str]) -> dict:
-    per_layer = [torch.nanmean(acc[i]).item() for i in range(len(layers))]
-    per_language = {lang: {"as_source": [torch.nanmean(acc[i, li]).item() for i in range(len(layers))],
-                           "as_target": [torch.nanmean(acc[i, :, li]).item() for i in range(len(layers))]}
-                    for li, lang in enumerate(langs)}
-    return {
-        "per_layer": per_layer,
-        "paper_average": paper_average(acc, layers) if paper_layers(layers) else None,
-        "peak_layer": layers[int(np.nanargmax(per_layer))],
-        "per_language": per_language,
-        "per_direction": {f"{s}-{t}": [acc[i, si, ti].item() for i in range(len(layers))]
-                          for si, s in enumerate(langs) for ti, t in enumerate(langs) if s != t},
-    }
-
 
 def write_outputs(results: dict, out: Path) -> None:
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
@@ -252,31 +230,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     start = time.perf_counter()
     sentences = read_sentences(args.data, args.split, args.langs)
-    langs = list(sentences)
-    if len(langs) < 2:
-        raise DataError(f"retrieval needs at least two languages (got {', '.join(langs) or 'none'}); add --langs")
+    if len(sentences) < 2:
+        raise DataError(f"retrieval needs at least two languages (got {', '.join(sentences) or 'none'}); add --langs")
     check_writable_folder(args.out)  # before the embedding, not after
-    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
-    if args.adapter:
-        load_adapter(model, args.adapter, merge=True)  # inference at the base model's cost
+    model, tok = load_for_inference(args.model, args.adapter, args.device, args.dtype)
     layers = parse_layers(args.layers, model.config.num_hidden_layers)
-    # The raw sentence with the tokenizer's default special tokens, exactly as the alignment loss sees it.
-    flat = [s for lang in langs for s in sentences[lang]]
-    ids = tok.encode_batch(flat)
-    from tqdm import tqdm
-    t0 = time.perf_counter()
-    with tqdm(total=len(ids), desc="embed", unit="sent") as bar:
-        emb = embed_layers(model, ids, layers, args.pool, args.batch_size, tok.pad_id, progress=bar)
-    forward_s = time.perf_counter() - t0
-    n = len(sentences[langs[0]])
-    results = {
-        "model": args.model, "adapter": str(args.adapter) if args.adapter else None, "data": args.data,
-        "split": args.split if args.data == "udhr" else None, "langs": langs, "layers": layers,
-        "margin": args.margin, "k": args.k, "n_sentences": n, "n_tokens": sum(map(len, ids)), "pools": {},
-    }
-    for pool in args.pool:
-        per_lang = {lang: emb[pool][:, i * n:(i + 1) * n] for i, lang in enumerate(langs)}
-        results["pools"][pool] = summarise(accuracy_table(per_lang, args.k, args.margin), layers, langs)
+    found = layer_retrieval(model, tok, sentences, layers, args.pool, args.k, args.margin, args.batch_size)
+    forward_s = found.pop("forward_s")
+    results = {"model": args.model, "adapter": str(args.adapter) if args.adapter else None, "data": args.data,
+               "split": args.split if args.data == "udhr" else None, "margin": args.margin, "k": args.k, **found}
     total_s = time.perf_counter() - start
     results["timing"] = {"total_s": round(total_s, 1), "forward_s": round(forward_s, 1)}
     write_outputs(results, args.out)

@@ -39,16 +39,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import evaluate  # noqa: E402
-import merge  # noqa: E402
-import retrieve  # noqa: E402
-import train  # noqa: E402
-from midalign.data import sources  # noqa: E402
+from midalign.adapters import read_adapter  # noqa: E402
 from midalign.cli import run  # noqa: E402
+from midalign.data import sources  # noqa: E402
+from midalign.data.tasks import TASKS  # noqa: E402
+from midalign.data.udhr import parallel_sentences  # noqa: E402
+from midalign.evaluation import first_per_unit, load_examples, load_for_inference, predict, score_units  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
+from midalign.merging import save_search, search_weight  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
+from midalign.retrieval import layer_retrieval  # noqa: E402
+from midalign.training import TrainSettings, fit  # noqa: E402
 from miniature_report import placement_layers, render  # noqa: E402
-from study import check_report_only, read_result, study_parser  # noqa: E402
+from study import check_report_only, curves, read_result, study_parser  # noqa: E402
 
 STAGES = ("mt", "retrieval", "placement", "merge", "correlation", "unseen")
 
@@ -144,60 +147,64 @@ class Runner:
         atomic_write_text(self.results / f"{run}.json", json.dumps(result, ensure_ascii=False, indent=1))
         return result
 
-    def adapter(self, name: str, extra: list[str], seed: int = 0) -> Path:
+    def adapter(self, name: str, extra: dict, seed: int = 0) -> Path:
         """Train `name` (the work folder's adapter) unless it finished; an interrupted training resumes
         exactly where it stopped. Returns its best adapter."""
         s, out = self.s, self.work / name
         if not (out / "last" / "adapter_config.json").is_file():
-            f = self.files()
-            train.main(["--model", s.model, "--task", "mt", "--mt-direction", "to-en", "--train-data", *map(str, f["train"]),
-                        "--dev-data", *map(str, f["dev"]), "--batch-size", str(s.batch_size),
-                        "--align-batch-size", str(s.align_batch_size), "--grad-accum", str(s.grad_accum),
-                        "--max-steps", str(s.updates), "--eval-every", str(s.eval_every), "--patience",
-                        "1000", "--pool", s.pool, "--temperature", str(s.temperature), "--seed", str(seed), "--out",
-                        str(out), *(["--resume"] if (out / "state").is_dir() else ["--overwrite"] if out.exists() else []),
-                        *extra])
+            f, resume = self.files(), (out / "state").is_dir()
+            fit(TrainSettings(model=s.model, task="mt", mt_direction="to-en", train_data=f["train"], dev_data=f["dev"],
+                              batch_size=s.batch_size, align_batch_size=s.align_batch_size, grad_accum=s.grad_accum,
+                              max_steps=s.updates, eval_every=s.eval_every, patience=1000, pool=s.pool,
+                              temperature=s.temperature, seed=seed, out=out, resume=resume,
+                              overwrite=out.exists() and not resume, **extra))
         return out / "best"
 
     def sft(self, seed: int) -> Path:
-        return self.adapter(f"sft-s{seed}", ["--no-align"], seed)
+        return self.adapter(f"sft-s{seed}", dict(no_align=True), seed)
 
     def joint(self, seed: int) -> Path:
-        return self.adapter(f"joint-s{seed}", ["--align-data", str(self.files()["pairs"])], seed)
+        return self.adapter(f"joint-s{seed}", dict(align_data=[self.files()["pairs"]]), seed)
 
     def align_only(self, layer: int) -> Path:
-        return self.adapter(f"align-l{layer}", ["--align-only", "--align-data", str(self.files()["pairs"]),
-                                                "--align-layer", str(layer)])
+        return self.adapter(f"align-l{layer}", dict(align_only=True, align_data=[self.files()["pairs"]],
+                                                    align_layer=layer))
+
+    def decode(self, examples: list, adapter: Path | None) -> dict:
+        """chrF/BLEU per direction of the model (+ adapter) on `examples`, with every hypothesis and reference
+        (for the bootstrap)."""
+        model, tok = load_for_inference(self.s.model, adapter)
+        predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)
+        per_unit = score_units(TASKS["mt"], examples, predictions)
+        return {"per_unit": {u: {"chrf": v["chrf"], "bleu": v["bleu"]} for u, v in per_unit.items()},
+                "segments": {u: [[p, ex.answer] for ex, p in zip(examples, predictions) if ex.unit == u]
+                             for u in per_unit},
+                "generation": generation}
 
     def mt_eval(self, run: str, adapter: Callable[[], Path] | None, log: str | None = None) -> dict:
-        """chrF/BLEU per WMT23 direction, with every hypothesis and reference (for the bootstrap).
-        `adapter` is called (trained, if need be) only when the result is missing."""
+        """WMT23 X→en per direction. `adapter` is called (trained, if need be) only when the result is missing."""
         if (r := self.done(run)) is not None:
             return r
-        out, adapter = self.work / f"eval-{run}", adapter() if adapter else None
-        evaluate.main(["--model", self.s.model, "--data", *map(str, self.files()["test"]), "--max-new-tokens",
-                       str(self.s.max_new_tokens), "--batch-size", str(self.s.batch_gen), "--out", str(out),
-                       *(["--adapter", str(adapter)] if adapter else [])])
-        return self.save(run, eval_result(out, self.work / log / "log.jsonl" if log else None))
+        adapter = adapter() if adapter else None
+        result = self.decode(load_examples(TASKS["mt"], self.files()["test"]), adapter)
+        return self.save(run, {**result, **(curves(self.work / log / "log.jsonl") if log else {})})
 
     def udhr_eval(self, run: str, adapter: Callable[[], Path] | None) -> dict:
         """chrF per language, UDHR held-out paragraphs X→en (the languages of the correlation and unseen parts)."""
         if (r := self.done(run)) is not None:
             return r
-        s, out, adapter = self.s, self.work / f"eval-{run}", adapter() if adapter else None
+        s, adapter = self.s, adapter() if adapter else None
         langs = list(dict.fromkeys([*s.retrieval_langs[1:], *s.unseen_aligned, *s.unseen_other]))
-        evaluate.main(["--model", s.model, "--langs", *langs, "--limit", str(s.udhr_per_lang), "--max-new-tokens",
-                       str(s.max_new_tokens), "--batch-size", str(s.batch_gen), "--out", str(out),
-                       *(["--adapter", str(adapter)] if adapter else [])])
-        return self.save(run, eval_result(out))
+        examples = first_per_unit(TASKS["mt"].offline("test", langs, None), s.udhr_per_lang)
+        return self.save(run, self.decode(examples, adapter))
 
     def retrieval(self, run: str, adapter: Callable[[], Path] | None) -> dict:
+        """Layer-wise UDHR retrieval (test articles, all layers, ratio margin k = 4)."""
         if (r := self.done(run)) is not None:
             return r
-        out, adapter = self.work / f"retrieval-{run}", adapter() if adapter else None
-        retrieve.main(["--model", self.s.model, "--langs", *self.s.retrieval_langs, "--pool", self.s.pool,
-                       "--out", str(out), *(["--adapter", str(adapter)] if adapter else [])])
-        res = json.loads((out / "results.json").read_text())
+        model, tok = load_for_inference(self.s.model, adapter() if adapter else None)
+        sentences = parallel_sentences(list(self.s.retrieval_langs), "test")
+        res = layer_retrieval(model, tok, sentences, list(range(model.config.num_hidden_layers + 1)), [self.s.pool])
         pool = res["pools"][self.s.pool]
         return self.save(run, {"layers": res["layers"], "per_layer": pool["per_layer"],
                                "per_language": {l: [(a + b) / 2 for a, b in zip(v["as_source"], v["as_target"])]
@@ -233,33 +240,20 @@ class Runner:
         elif name == "unseen":
             self.udhr_eval("udhr-sft", lambda: self.sft(first))
             # joint training whose alignment pairs are the UDHR train articles of a named language subset
-            self.udhr_eval("udhr-joint-unseen", lambda: self.adapter("joint-unseen", ["--align-langs", *s.unseen_aligned]))
+            self.udhr_eval("udhr-joint-unseen",
+                           lambda: self.adapter("joint-unseen", dict(align_langs=list(s.unseen_aligned))))
 
     def merged(self, mid: int) -> Path:
         """The SFT adapter merged with the middle-layer alignment-only adapter, task weight chosen on ALMA dev."""
         s, out = self.s, self.work / "merged"
         if not (out / "search.json").is_file():
-            merge.main(["--adapters", str(self.sft(s.seeds[0])), str(self.align_only(mid)), "--search", "0.5", "0.7",
-                        "0.9", "--task", "mt", "--dev-data", *map(str, self.files()["dev"]), "--max-new-tokens",
-                        str(s.max_new_tokens), "--batch-size", str(s.batch_gen), "--model", s.model, "--out", str(out)])
+            adapters = [read_adapter(self.sft(s.seeds[0])), read_adapter(self.align_only(mid))]
+            model, tok = load_for_inference(s.model)
+            examples = load_examples(TASKS["mt"], self.files()["dev"], partition="dev")
+            save_search(out, *search_weight(model, tok, adapters, (0.5, 0.7, 0.9), "linear", TASKS["mt"], examples,
+                                            s.max_new_tokens, s.batch_gen))
         self.save("merge-search", json.loads((out / "search.json").read_text()))
         return out
-
-
-def eval_result(out: Path, log: Path | None = None) -> dict:
-    scores = json.loads((out / "scores.json").read_text())
-    preds = [json.loads(l) for l in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    result = {"per_unit": {u: {"chrf": v["chrf"], "bleu": v["bleu"]} for u, v in scores["per_language"].items()},
-              "segments": {u: [[p["prediction"], p["reference"]] for p in preds if p["unit"] == u]
-                           for u in scores["per_language"]},
-              "generation": scores["generation"]}
-    if log is not None and log.is_file():
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        result["dev_curve"] = [{k: r[k] for k in ("step", "dev_loss", "dev_task_loss", "dev_align_loss") if k in r}
-                               for r in records if r.get("eval")]
-        result["train_curve"] = [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s") if k in r}
-                                 for r in records if not r.get("eval") and "step" in r]
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:

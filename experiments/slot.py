@@ -36,21 +36,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import train  # noqa: E402
-from midalign.adapters import load_adapter  # noqa: E402
-from midalign.checkpoint import load_model_and_tokenizer  # noqa: E402
 from midalign.data import sources  # noqa: E402
 from midalign.data.assemble import hold_out  # noqa: E402
 from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
 from midalign.data.tasks import load_massive, load_pairs  # noqa: E402
 from midalign.cli import run  # noqa: E402
-from midalign.evaluation import predict  # noqa: E402
+from midalign.evaluation import load_for_inference, predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.metrics import slot_f1  # noqa: E402
 from midalign.precision import native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
+from midalign.training import TrainSettings, fit  # noqa: E402
 from slot_report import render  # noqa: E402
-from study import check_report_only, read_result, study_parser  # noqa: E402
+from study import check_report_only, curves, read_result, study_parser  # noqa: E402
 
 STAGES = ("pilot", "main")
 
@@ -158,32 +156,29 @@ class Runner:
         atomic_write_text(self.results / f"{run}.json", json.dumps(result, ensure_ascii=False, indent=1))
         return result
 
-    def adapter(self, name: str, seed: int, extra: list[str], updates: int, eval_every: int, lr: float) -> Path:
+    def adapter(self, name: str, seed: int, extra: dict, updates: int, eval_every: int, lr: float) -> Path:
         """Train `name` unless it finished (an interrupted training resumes); returns its best adapter."""
         s, out, f = self.s, self.run_dir(name), self.files()
         if not (out / "last" / "adapter_config.json").is_file():
-            train.main(["--model", s.model, "--task", "slot", "--train-data", *map(str, f["train"]),
-                        "--train-langs", *s.supervised, "--dev-data", str(f["dev"]), "--batch-size", str(s.batch_size),
-                        "--max-steps", str(updates), "--eval-every", str(eval_every), "--patience", "1000",
-                        "--lr", str(lr), "--warmup-ratio", str(s.warmup_ratio), "--seed", str(seed),
-                        "--dtype", self.dtype, "--out", str(out),
-                        *(["--resume"] if (out / "state").is_dir() else ["--overwrite"] if out.exists() else []),
-                        *extra])
+            resume = (out / "state").is_dir()
+            fit(TrainSettings(model=s.model, task="slot", train_data=f["train"], train_langs=list(s.supervised),
+                              dev_data=[f["dev"]], batch_size=s.batch_size, max_steps=updates, eval_every=eval_every,
+                              patience=1000, lr=lr, warmup_ratio=s.warmup_ratio, seed=seed, dtype=self.dtype, out=out,
+                              resume=resume, overwrite=out.exists() and not resume, **extra))
         return out / "best"
 
     def sft(self, seed: int, lr: float | None = None, updates: int | None = None, eval_every: int | None = None,
             name: str | None = None) -> Path:
         s = self.s
-        return self.adapter(name or f"sft-s{seed}", seed, ["--no-align", "--grad-accum", str(s.grad_accum)],
+        return self.adapter(name or f"sft-s{seed}", seed, dict(no_align=True, grad_accum=s.grad_accum),
                             updates or s.updates, eval_every or s.eval_every, lr or s.lr)
 
     def joint(self, seed: int) -> Path:
         s, f = self.s, self.files()
-        return self.adapter(f"joint-s{seed}", seed, [
-            "--grad-accum", str(2 * s.grad_accum), "--align-data", str(f["align"]), "--align-dev-data",
-            str(f["align_dev"]), "--align-batch-size", str(s.align_batch_size), "--temperature", str(s.temperature),
-            "--pool", s.pool, *(["--align-layer", str(s.align_layer)] if s.align_layer else [])],
-            s.updates, s.eval_every, s.lr)
+        return self.adapter(f"joint-s{seed}", seed, dict(
+            grad_accum=2 * s.grad_accum, align_data=[f["align"]], align_dev_data=[f["align_dev"]],
+            align_batch_size=s.align_batch_size, temperature=s.temperature, pool=s.pool,
+            align_layer=s.align_layer or None), s.updates, s.eval_every, s.lr)
 
     def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None) -> dict:
         """F1 per language of the base model or an adapter (trained first if need be), with every prediction."""
@@ -192,9 +187,7 @@ class Runner:
         start = time.perf_counter()
         adapter = adapter() if adapter else None
         examples = load_massive(self.files()["test" if partition == "test" else "dev"], partition)
-        model, tok = load_model_and_tokenizer(self.s.model, dtype=self.dtype)
-        if adapter:
-            load_adapter(model, adapter, merge=True)
+        model, tok = load_for_inference(self.s.model, adapter, dtype=self.dtype)
         predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)
         ids = [json.loads(l)["id"] for l in self.files()["test" if partition == "test" else "dev"].read_text(
             encoding="utf-8").splitlines()]
@@ -229,16 +222,6 @@ def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:
     rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["partition"] == partition]
     keep = set(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     return [r for i, r in enumerate(rows) if i in keep]
-
-
-def curves(log: Path) -> dict:
-    """The training run's loss curves and time per update, from its log.jsonl."""
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    train_rows = [r for r in records if not r.get("eval") and "step" in r]
-    return {"dev_curve": [{k: r[k] for k in ("step", "dev_loss", "dev_task_loss", "dev_align_loss") if k in r}
-                          for r in records if r.get("eval")],
-            "train_curve": [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s") if k in r}
-                            for r in train_rows]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,15 @@ def read_result(path: Path, design: str) -> dict | None:
     return result
 
 
+def curves(log: Path) -> dict:
+    """A training run's loss curves and time per update, from its log.jsonl (empty when there is none)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return {"dev_curve": [{k: r[k] for k in ("step", "dev_loss", "dev_task_loss", "dev_align_loss") if k in r}
+                          for r in records if r.get("eval")],
+            "train_curve": [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s") if k in r}
+                            for r in records if not r.get("eval") and "step" in r]}
+
+
 def check_report_only(args) -> None:
     """--report-only rewrites the report from --results alone: a folder that is not there (a typo) is an
     error, never a report that says nothing was run."""

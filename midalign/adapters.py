@@ -189,11 +189,13 @@ def merge_adapters(adapters: list[Adapter], weights: list[float], method: str) -
         raise AdapterError(f"need at least two adapters and one weight each (got {len(adapters)} and {len(weights)})")
     first = adapters[0]
     for i, ad in enumerate(adapters[1:], start=2):
-        if set(ad.weights) != set(first.weights):
-            raise AdapterError(f"adapter {i} targets other modules than adapter 1 "
-                               f"({sorted(ad.config.targets)} vs {sorted(first.config.targets)})")
         if ad.base_model and first.base_model and not _same_model(ad.base_model, first.base_model):
             raise AdapterError(f"adapter {i} was trained on '{ad.base_model}', adapter 1 on '{first.base_model}'")
+        if set(ad.weights) != set(first.weights):
+            only = lambda a, b: ", ".join(sorted(set(a.weights) - set(b.weights))[:3]) or "none"
+            raise AdapterError(f"adapter {i} adapts other modules than adapter 1 (only in adapter 1: "
+                               f"{only(first, ad)}; only in adapter {i}: {only(ad, first)}); merge adapters of the "
+                               f"same model with the same --lora-targets")
     ws = [w * ad.config.scaling for ad, w in zip(adapters, weights)]  # wᵢsᵢ
     if method == "linear":
         if len({ad.config.r for ad in adapters}) > 1:

@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from midalign.adapters import load_adapter
+from midalign.checkpoint import load_model_and_tokenizer
 from midalign.data.tasks import Example, Task, read_examples
 from midalign.errors import DataError
 from midalign.generate import generate
@@ -33,6 +35,15 @@ def first_per_unit(examples: list[Example], limit: int) -> list[Example]:
             kept.append(ex)
             counts[ex.unit] += 1
     return kept
+
+
+def load_for_inference(model: str, adapter: Path | None = None, device: str | None = None, dtype: str | None = None,
+                       released_template: bool = False):
+    """(model, tokenizer) with `adapter` merged into the weights: inference at the base model's cost."""
+    m, tok = load_model_and_tokenizer(model, device, dtype, released_template)
+    if adapter:
+        load_adapter(m, adapter, merge=True)
+    return m, tok
 
 
 def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size: int,

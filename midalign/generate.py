@@ -7,10 +7,16 @@ from typing import Sequence
 import torch
 
 from midalign.batching import left_pad, length_sorted_batches
+from midalign.cli import run
+from midalign.errors import MidalignError
 from midalign.model import CausalLM, KVCache
 
 
 MIN_SHARED_PREFIX = 8  # tokens: below this, prefilling the prefix separately saves nothing
+
+
+class GenerationError(MidalignError, RuntimeError):
+    """Decoding met NaN or inf logits: an argmax over them is no answer, so none is returned."""
 
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -59,7 +65,9 @@ def greedy_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_t
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logits, mask = prefill(model, prompts, cache, pad_id, share_prefix)
+    broken = torch.zeros(B, dtype=torch.bool, device=device)  # rows that met non-finite logits (checked once, at the end)
     for step in range(max_new_tokens):
+        broken |= ~done & ~torch.isfinite(logits[:, -1]).all(-1)
         nxt = logits[:, -1].argmax(-1)  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out[:, step] = nxt
@@ -68,6 +76,9 @@ def greedy_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_t
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # finished rows feed pad; never read
         logits = model(nxt[:, None], mask, cache=cache, logits_to_keep=1).logits
+    if bool(broken.any()):
+        raise GenerationError(f"NaN or inf logits while decoding {int(broken.sum())} of {B} prompts: the model's or "
+                              f"adapter's weights hold non-finite values, or its precision overflowed (try --dtype fp32)")
     results = []
     for row in out.tolist():
         stop = next((i for i, t in enumerate(row) if t in set(eos_ids)), len(row))
@@ -127,4 +138,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

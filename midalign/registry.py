@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from midalign.cache import cache_dir
+from midalign.cli import run
 from midalign.errors import CheckpointError
 from midalign.io import atomic_dir
 
@@ -293,4 +294,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,12 +14,15 @@ Correct when it is j = i.
 
 from __future__ import annotations
 
+import math
+import time
 from itertools import permutations
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from midalign.align import mean_pool
 from midalign.batching import left_pad, length_sorted_batches
@@ -97,3 +100,38 @@ def paper_average(acc: Tensor, layers: Sequence[int]) -> float:
     if not keep:
         raise ValueError("no even-numbered layer > 0 among the evaluated layers")
     return torch.nanmean(acc[keep]).item()
+
+
+def summarise(acc: Tensor, layers: Sequence[int], langs: Sequence[str]) -> dict:
+    """Accuracy per layer (mean over directions), the paper's aggregate, the peak layer, and per language
+    (as source and as target) and per direction, from `accuracy_table`'s acc[l, s, t]."""
+    per_layer = [torch.nanmean(acc[i]).item() for i in range(len(layers))]
+    return {
+        "per_layer": per_layer,
+        "paper_average": paper_average(acc, layers) if paper_layers(layers) else None,
+        "peak_layer": layers[max(range(len(layers)), key=lambda i: -math.inf if math.isnan(per_layer[i]) else per_layer[i])],
+        "per_language": {lang: {"as_source": [torch.nanmean(acc[i, li]).item() for i in range(len(layers))],
+                                "as_target": [torch.nanmean(acc[i, :, li]).item() for i in range(len(layers))]}
+                         for li, lang in enumerate(langs)},
+        "per_direction": {f"{s}-{t}": [acc[i, si, ti].item() for i in range(len(layers))]
+                          for si, s in enumerate(langs) for ti, t in enumerate(langs) if s != t},
+    }
+
+
+def layer_retrieval(model: CausalLM, tok, sentences: dict[str, list[str]], layers: Sequence[int],
+                    pools: Sequence[str] = ("mean",), k: int = 4, margin: str = "ratio", batch_size: int = 16,
+                    progress: bool = True) -> dict:
+    """Retrieval accuracy of every layer and pooling for parallel `sentences` (lang → row-aligned sentences),
+    each embedded once: the raw sentence with the tokenizer's default special tokens, as the alignment
+    loss sees it."""
+    langs = list(sentences)
+    ids = tok.encode_batch([s for lang in langs for s in sentences[lang]])
+    start = time.perf_counter()
+    with tqdm(total=len(ids), desc="embed", unit="sent", disable=not progress) as bar:
+        emb = embed_layers(model, ids, layers, pools, batch_size, tok.pad_id, progress=bar)
+    n = len(sentences[langs[0]])
+    return {"langs": langs, "layers": list(layers), "n_sentences": n, "n_tokens": sum(map(len, ids)),
+            "forward_s": round(time.perf_counter() - start, 1),
+            "pools": {pool: summarise(accuracy_table({lang: emb[pool][:, i * n:(i + 1) * n]
+                                                      for i, lang in enumerate(langs)}, k, margin), layers, langs)
+                      for pool in pools}}

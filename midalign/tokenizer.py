@@ -1,7 +1,8 @@
 """Tokenizer and chat formatting from a HF model folder (`tokenizers` + the checkpoint's own chat template).
 
 The chat template is rendered with jinja2's sandbox (no code from a checkpoint ever runs outside it),
-with the options the ecosystem uses (trim_blocks, lstrip_blocks). Rendered prompts already hold their
+with limits on each render's time and output size (a template that loops for ever or writes gigabytes
+stops with an error), and with the options the ecosystem uses (trim_blocks, lstrip_blocks). Rendered prompts already hold their
 special tokens, so they are encoded without adding any again (no double BOS).
 
 Paper §3 / App. D.2: the task loss covers the answer and the model's end-of-turn token only;
@@ -16,12 +17,13 @@ for Llama 3 puts the BOS back in front, exactly once.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from tokenizers import Tokenizer
 
 from midalign.errors import MidalignError
@@ -48,6 +50,78 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+RENDER_SECONDS = 2.0  # one render takes ~50 µs; a template still running after this never ends in practice
+RENDER_CHARS = 64 * 1024  # output allowed beyond 16 characters per character of the messages
+
+
+class LimitedSandbox(ImmutableSandboxedEnvironment):
+    """jinja2's immutable sandbox with a deadline, checked at every call, loop step of `range` and output
+    chunk, and a size limit on `*` / `**` results and on the rendered text."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.deadline, self.max_chars = float("inf"), RENDER_CHARS
+        self.globals["range"] = lambda *args: _TimedRange(self, safe_range(*args))
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateError(f"rendering took longer than {RENDER_SECONDS:g} s (a chat template loops for ever?)")
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja2's signature)
+        __self.tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        self.tick()
+        if operator == "*":
+            sizes = [len(x) for x in (left, right) if isinstance(x, (str, list, tuple))]
+            times = [x for x in (left, right) if isinstance(x, int)]
+            if sizes and times and sizes[0] * times[0] > self.max_chars:
+                raise TemplateError(f"a template expression would make {sizes[0] * times[0]:,} items "
+                                    f"(limit {self.max_chars:,})")
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise TemplateError(f"a template raises to the power {right} (limit 64)")
+        return super().call_binop(context, operator, left, right)
+
+    def render_within_limits(self, template, limit_chars: int, **variables) -> str:
+        """The template's text, stopped with a TemplateError past RENDER_SECONDS or `limit_chars`."""
+        self.deadline, self.max_chars = time.monotonic() + RENDER_SECONDS, limit_chars
+        try:
+            parts, size = [], 0
+            for chunk in template.generate(**variables):
+                size += len(chunk)
+                if size > limit_chars:
+                    raise TemplateError(f"the rendered prompt exceeds {limit_chars:,} characters")
+                self.tick()
+                parts.append(chunk)
+            return "".join(parts)
+        finally:
+            self.deadline = float("inf")
+
+
+class _TimedRange:
+    """`range` for templates: a loop over it checks the render's deadline at every step."""
+
+    def __init__(self, env: LimitedSandbox, r: range):
+        self.env, self.r = env, r
+
+    def __iter__(self):
+        for i in self.r:
+            self.env.tick()
+            yield i
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    def __getitem__(self, i):
+        return self.r[i]
+
+    def __reversed__(self):
+        return iter(_TimedRange(self.env, self.r[::-1]))
+
+
 class ChatTokenizer:
     """Encode/decode text and render chat prompts exactly as the checkpoint's template does."""
 
@@ -62,9 +136,7 @@ class ChatTokenizer:
             raise TokenizerError(f"{path}: not a readable tokenizers file ({e}); re-download or re-convert the "
                                  f"model") from e
         config = _read_json(folder / "tokenizer_config.json")
-        template = config.get("chat_template")
-        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-            template = {t["name"]: t["template"] for t in template}.get("default")
+        template = _chat_template(config.get("chat_template"), folder / "tokenizer_config.json")
         if (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()
         self.chat_template: str | None = template
@@ -79,7 +151,7 @@ class ChatTokenizer:
         self.eos_ids: list[int] = eos_ids
         pad = self.special_tokens["pad_token"]
         self.pad_id: int = self.token_id(pad) if pad else eos_ids[0]
-        self._env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        self._env = LimitedSandbox(trim_blocks=True, lstrip_blocks=True)
         self._env.filters["tojson"] = _tojson
         self._env.globals["raise_exception"] = _raise_exception
         self._env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -121,10 +193,14 @@ class ChatTokenizer:
         try:
             if self._compiled is None:
                 self._compiled = self._env.from_string(self.chat_template)
-            return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   **{k: v for k, v in self.special_tokens.items() if v is not None})
+            limit = RENDER_CHARS + 16 * sum(len(str(m.get("content") or "")) for m in messages)
+            return self._env.render_within_limits(
+                self._compiled, limit, messages=messages, add_generation_prompt=add_generation_prompt,
+                **{k: v for k, v in self.special_tokens.items() if v is not None})
         except TemplateError as e:
             raise TokenizerError(f"chat template failed: {e}") from e
+        except Exception as e:  # the template is the checkpoint's code: whatever it raises is its failure
+            raise TokenizerError(f"chat template failed: {type(e).__name__}: {e}") from e
 
     def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
         """Prompt ids for generation (special tokens come from the template, none are added; with the
@@ -167,10 +243,32 @@ class ChatTokenizer:
         return [(p, a + [self.eot_id]) for p, a in zip(prompts, self.encode_batch(answers, False))]
 
 
+def _chat_template(value: Any, path: Path) -> str | None:
+    """tokenizer_config.json's `chat_template`: a string, or named templates [{"name", "template"}, …] of
+    which 'default' is used; anything else is an error naming the file."""
+    if isinstance(value, list):
+        if not all(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+                   for t in value):
+            raise TokenizerError(f"{path}: chat_template is a list whose items are not all {{\"name\": …, "
+                                 f"\"template\": …}} strings; fix the file or put the template in chat_template.jinja")
+        named = {t["name"]: t["template"] for t in value}
+        if "default" not in named:
+            raise TokenizerError(f"{path}: chat_template names {', '.join(named)} but no 'default' template; "
+                                 f"rename the one to use 'default'")
+        return named["default"]
+    if value is not None and not isinstance(value, str):
+        raise TokenizerError(f"{path}: chat_template must be a string or a list of named templates, not "
+                             f"{type(value).__name__}")
+    return value
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise TokenizerError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+    if not isinstance(value, dict):
+        raise TokenizerError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value

@@ -4,6 +4,7 @@
 
 POINT:
   kill-mid-step    SIGKILL during update 5 (after the checkpoint of update 4)
+  ctrl-c-mid-step  SIGINT (Ctrl-C) during update 5
   kill-in-save     SIGKILL inside the second training-state write (after its optimizer file)
   kill-in-rename   SIGKILL between moving the old state aside and renaming the new one into place
   nan-task         the task loss of update 3 is NaN
@@ -20,17 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from midalign import training  # noqa: E402
 from midalign.cli import run  # noqa: E402
 
 
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def die(sig: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), sig)
 
 
 def inject(point: str) -> None:
-    if point == "kill-mid-step":
-        real_lr = train.inverse_sqrt_lr
-        train.inverse_sqrt_lr = lambda step, *a: die() if step == 5 else real_lr(step, *a)
+    if point in ("kill-mid-step", "ctrl-c-mid-step"):
+        real_lr, sig = training.inverse_sqrt_lr, signal.SIGKILL if point == "kill-mid-step" else signal.SIGINT
+        training.inverse_sqrt_lr = lambda step, *a: die(sig) if step == 5 else real_lr(step, *a)
     elif point == "kill-in-save":
         real_save, saves = torch.save, []
 
@@ -40,7 +42,7 @@ def inject(point: str) -> None:
                 saves.append(f)
                 if len(saves) == 2:
                     die()
-        train.torch.save = save
+        training.torch.save = save
     elif point == "kill-in-rename":
         real_replace = os.replace
 
@@ -50,7 +52,7 @@ def inject(point: str) -> None:
                 die()
         os.replace = replace
     elif point == "nan-task":
-        real_loss, calls = train.task_loss, []
+        real_loss, calls = training.task_loss, []
 
         def task_loss(model, *a, **k):
             loss = real_loss(model, *a, **k)
@@ -59,11 +61,11 @@ def inject(point: str) -> None:
                 if len(calls) == 3:  # one task micro-batch per update in the tests' settings
                     return loss * math.nan
             return loss
-        train.task_loss = task_loss
+        training.task_loss = task_loss
     else:
         sys.exit(f"unknown fault {point}")
 
 
 if __name__ == "__main__":
     inject(sys.argv[1])
-    run(lambda: train.main(sys.argv[2:]), errors=(train.TrainingDiverged,))
+    run(lambda: train.main(sys.argv[2:]), errors=(training.TrainingDiverged,))

@@ -137,6 +137,9 @@ def test_late_and_silent_failures_are_early_one_line_errors(tiny_chat_checkpoint
                        "--out", str(tmp_path / "e")])
     with pytest.raises(DataError, match="retrieval needs at least two languages"):
         retrieve.main(["--model", str(tiny_chat_checkpoint), "--langs", "de", "--out", str(tmp_path / "r")])
+    with pytest.raises(DataError, match=r"--layers 3,99: this model has hidden states 0..4"):  # a SystemExit before
+        retrieve.main(["--model", str(tiny_chat_checkpoint), "--langs", "de", "fr", "--layers", "3,99",
+                       "--out", str(tmp_path / "r")])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(MidalignError, match="--device cuda: no CUDA GPU"):
         load_model_and_tokenizer(tiny_chat_checkpoint, "cuda")
@@ -208,3 +211,24 @@ def test_checked_before_the_expensive_part_and_never_a_traceback(tiny_chat_check
     (out / "state" / "trainer.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="trainer.json: unreadable .*training state is damaged"):
         train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "4", "--resume"))
+
+
+def test_a_batch_larger_than_the_data_is_said_and_estimated_as_what_it_holds(tiny_chat_checkpoint, tmp_path, capsys):
+    """--batch-size beyond the task examples (8) and --align-batch-size beyond the distinct English
+    sentences (6) draw all of them: said at start, and the memory estimate is that of the batch really
+    drawn (it multiplied the flag's size before: thousands of GiB for a large flag)."""
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    memory = lambda err: next(l for l in err.splitlines() if l.startswith("[memory]"))
+    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "big", "--max-steps", "1", "--batch-size", "100000",
+                         "--align-batch-size", "100000"))
+    big = capsys.readouterr().err
+    assert "--batch-size 100000 exceeds the 8 task examples: each task micro-batch holds 8" in big
+    assert "--align-batch-size 100000 exceeds the 6 distinct English sentences of the pairs" in big
+    train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "fit", "--max-steps", "1", "--batch-size", "8",
+                         "--align-batch-size", "6"))
+    fit = capsys.readouterr().err
+    assert "exceeds" not in fit
+    assert memory(big) == memory(fit) and "task 8 × " in memory(fit) and "alignment 12 × " in memory(fit)
+

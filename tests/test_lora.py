@@ -201,8 +201,12 @@ def test_cat_merge_is_the_exact_weighted_sum_of_updates_and_linear_is_not():
         torch.testing.assert_close(delta(mixed, name), 0.5 * delta(a1, name) + 0.5 * delta(a3, name), atol=1e-5, rtol=1e-6)
     with pytest.raises(AdapterError, match="equal ranks"):
         merge_adapters([a1, a3], [0.5, 0.5], "linear")
-    with pytest.raises(AdapterError, match="targets other modules"):
-        merge_adapters([a1, random_adapter(3, 4, names=("model.layers.0.mlp.up_proj",))], [0.5, 0.5], "cat")
+    # same targets (q_proj, up_proj) on a model with more layers: the modules that differ are named
+    deeper = random_adapter(3, 4, names=(*a1.weights, "model.layers.2.self_attn.q_proj"))
+    with pytest.raises(AdapterError, match=r"only in adapter 1: none; only in adapter 2: model.layers.2.self_attn.q_proj"):
+        merge_adapters([a1, deeper], [0.5, 0.5], "cat")
+    with pytest.raises(AdapterError, match="adapter 2 was trained on 'other', adapter 1 on 'base'"):
+        merge_adapters([a1, Adapter(deeper.config, "other", deeper.weights)], [0.5, 0.5], "cat")
 
 
 @pytest.mark.parametrize("method, ranks", [("linear", (4, 4)), ("cat", (4, 2))])

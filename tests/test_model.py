@@ -125,6 +125,18 @@ def test_prompts_sharing_a_prefix_generate_as_transformers_does_on_the_whole_pro
     torch.testing.assert_close(logits[:, -1], first, atol=ATOL, rtol=0)
 
 
+def test_non_finite_logits_while_decoding_are_an_error_not_an_answer(tiny_checkpoint):
+    from midalign.generate import GenerationError
+
+    model = load_model(tiny_checkpoint, device="cpu")
+    prompts = random_ids(2, 5, seed=1).tolist()
+    assert greedy_generate(model, prompts, max_new_tokens=4, eos_ids=[5], pad_id=0)  # finite: answers
+    with torch.no_grad():
+        model.lm_head.weight[7, 0] = float("nan")  # one vocabulary row: every position's logit 7 is NaN
+    with pytest.raises(GenerationError, match="NaN or inf logits while decoding 2 of 2 prompts"):
+        greedy_generate(model, prompts, max_new_tokens=4, eos_ids=[5], pad_id=0)
+
+
 def test_sharded_checkpoint_loads(tmp_path):
     folder = tmp_path / "sharded"
     write_tiny_checkpoint("llama", tmp_path / "single")

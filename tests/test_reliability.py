@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_args, write_tiny_data
+from midalign.errors import CheckpointError
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,6 +64,26 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_bit_for_bit(fault, tin
     assert not list(out.glob(".state.*")), "stale temporary copies are removed after a successful save"
 
 
+def test_ctrl_c_is_one_line_and_resume_continues_exactly(tiny_chat_checkpoint, uninterrupted, tmp_path):
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out), fault="ctrl-c-mid-step")
+    assert res.returncode == 130, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C); files written so far are complete"
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+    assert res.returncode == 0, res.stderr
+    assert adapters_equal(full / "last", out / "last") and log_rows(full) == log_rows(out)
+
+
+def test_every_script_ends_a_user_error_or_an_interrupt_through_cli_run():
+    for script in ("train.py", "evaluate.py", "retrieve.py", "merge.py", "experiments/miniature.py",
+                   "experiments/slot.py", "midalign/data/__main__.py", "midalign/registry.py",
+                   "midalign/memory.py", "midalign/generate.py"):
+        lines = (ROOT / script).read_text().rstrip().splitlines()
+        assert lines[-1].strip().startswith("run(") and 'if __name__ == "__main__":' in lines[-2:-5:-1], script
+
+
 def test_nan_loss_stops_naming_step_and_objective_and_keeps_the_last_good_checkpoint(tiny_chat_checkpoint, uninterrupted, tmp_path):
     data, full = uninterrupted
     out = tmp_path / "run"
@@ -73,6 +94,10 @@ def test_nan_loss_stops_naming_step_and_objective_and_keeps_the_last_good_checkp
     state = load_file(out / "state" / "lora.safetensors")  # the checkpoint of update 2 loads and is finite
     assert all(torch.isfinite(t).all() for t in state.values())
     assert [r["step"] for r in log_rows(out) if "eval" not in r] == [1, 2]
+    # before the first checkpoint (--eval-every 5): no checkpoint is named that does not exist
+    res = run(*tiny_args(tiny_chat_checkpoint, data, tmp_path / "early", "--eval-every", "5"), fault="nan-task")
+    assert res.returncode == 1 and "update 3 (micro-batch 1); no checkpoint was saved yet" in res.stderr
+    assert not (tmp_path / "early" / "state").exists()
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoint, tmp_path, monkeypatch):
@@ -91,7 +116,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoi
         real_save_file(tensors, path)
 
     monkeypatch.setattr(state, "save_file", save_file)
-    with pytest.raises(train.CheckpointError, match="No space left on device.*the previous training state is intact"):
+    with pytest.raises(CheckpointError, match="No space left on device.*the previous training state is intact"):
         train.main(tiny_args(tiny_chat_checkpoint, data, out))
     assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
     assert load_file(out / "state" / "lora.safetensors").keys()  # intact, loadable
@@ -150,6 +175,53 @@ def test_chat_template_runs_in_the_sandbox(tiny_chat_checkpoint, tmp_path):
         ChatTokenizer(folder).render_chat([{"role": "user", "content": "hi"}])
 
 
+def test_chat_templates_run_within_time_and_size_limits_and_odd_shapes_are_clear_errors(
+        tiny_chat_checkpoint, tmp_path, monkeypatch):
+    import shutil
+    import time
+
+    from midalign import tokenizer
+    from midalign.tokenizer import ChatTokenizer, TokenizerError
+
+    monkeypatch.setattr(tokenizer, "RENDER_SECONDS", 0.5)
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_chat_checkpoint, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+
+    def with_template(value) -> ChatTokenizer:
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": value}))
+        return ChatTokenizer(folder)
+
+    hi = [{"role": "user", "content": "hi"}]
+    start = time.monotonic()  # 10^10 loop steps, no output and no call: it would run for hours
+    with pytest.raises(TokenizerError, match="rendering took longer than 0.5 s"):
+        with_template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+                      ).render_chat(hi)
+    assert time.monotonic() - start < 5
+    with pytest.raises(TokenizerError, match="the rendered prompt exceeds 65,568 characters"):  # 6 GB, in chunks
+        with_template("{% for i in range(100000) %}{{ 'x' * 60000 }}{% endfor %}").render_chat(hi)
+    with pytest.raises(TokenizerError, match="would make 1,000,000,000 items"):  # 1 GB in one expression
+        with_template("{% set s = 'x' * 1000000000 %}{{ s | length }}").render_chat(hi)
+    with pytest.raises(TokenizerError, match="raises to the power 100000000"):
+        with_template("{{ 10 ** 100000000 }}").render_chat(hi)
+    with pytest.raises(TokenizerError, match="chat template failed: TypeError"):  # no traceback for its own bugs
+        with_template("{% for c in 5 %}{% endfor %}").render_chat(hi)
+    # what ordinary templates do is untouched
+    ok = "{% for m in messages %}{{ m.content * 2 }}{% endfor %}{% for i in range(3) | reverse %}{{ i }}{% endfor %}"
+    assert with_template(ok).render_chat(hi) == "hihi210"
+    assert with_template([{"name": "default", "template": ok}]).render_chat(hi) == "hihi210"
+    # tokenizer_config.json shapes the loader does not know: one line naming the file
+    with pytest.raises(TokenizerError, match=r"tokenizer_config.json: chat_template must be a string .* not int"):
+        with_template(42)
+    with pytest.raises(TokenizerError, match="names tool_use but no 'default' template"):
+        with_template([{"name": "tool_use", "template": ok}])
+    with pytest.raises(TokenizerError, match="items are not all"):
+        with_template([{"template": ok}])
+    (folder / "tokenizer_config.json").write_text("[]")
+    with pytest.raises(TokenizerError, match="tokenizer_config.json: expected a JSON object, found list"):
+        ChatTokenizer(folder)
+
+
 def test_checkpoint_code_and_pickles_are_never_used(tiny_chat_checkpoint, tmp_path):
     import shutil
 
@@ -184,7 +256,7 @@ def test_resume_with_another_process_count_is_refused(tiny_chat_checkpoint, unin
     shutil.copytree(full, out)
     trainer = json.loads((out / "state" / "trainer.json").read_text())
     (out / "state" / "trainer.json").write_text(json.dumps({**trainer, "world_size": 2}))
-    with pytest.raises(train.CheckpointError, match="resume with the same torchrun --nproc_per_node"):
+    with pytest.raises(CheckpointError, match="resume with the same torchrun --nproc_per_node"):
         train.main(tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
 
 

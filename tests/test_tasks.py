@@ -59,3 +59,37 @@ def test_no_code_outside_the_task_file_compares_a_task_name():
                  for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == []
     assert pattern.search('if args.task == "mt":') and pattern.search("task in ('slot', 'json')")  # the check works
+
+
+def imports(path: Path) -> set[str]:
+    """The modules `path` imports (every import statement, function-level ones included)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_the_library_never_imports_a_script_has_no_cycles_and_experiments_call_it():
+    scripts = {"train", "evaluate", "retrieve", "merge"}
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "midalign").rglob("*.py")}
+    graph = {m: {i for i in imports(p) if i in modules and i != m} for m, p in modules.items()}
+    assert {m: sorted(imports(p) & scripts) for m, p in modules.items() if imports(p) & scripts} == {}
+    for experiment in (ROOT / "experiments").glob("*.py"):  # library functions, never a script's argv
+        assert not imports(experiment) & scripts, experiment.name
+
+    def cycle_from(start: str, node: str, path: list[str]) -> list[str] | None:
+        for nxt in graph[node]:
+            if nxt == start:
+                return [*path, nxt]
+            if nxt not in path and (found := cycle_from(start, nxt, [*path, nxt])):
+                return found
+        return None
+    cycles = [c for m in modules if (c := cycle_from(m, m, [m]))]
+    assert cycles == []

@@ -166,6 +166,15 @@ def resolve_versions(langs: list[str], versions: dict[str, Version]) -> dict[str
     return out
 
 
+def parallel_sentences(langs: list[str], split: str) -> dict[str, list[str]]:
+    """lang → the split's paragraphs, row i of every language translating row i of the others."""
+    rows = parallel_rows(langs, split)
+    if len(rows) < 2:
+        raise DataError(f"only {len(rows)} UDHR paragraphs of the {split} articles are parallel across "
+                        f"{', '.join(langs)}; choose fewer languages or another split")
+    return {lang: [r[lang] for r in rows] for lang in langs}
+
+
 def parallel_rows(langs: list[str], split: str, versions: dict[str, Version] | None = None) -> list[dict[str, str]]:
     """Rows {lang: paragraph} of the split's articles where every language splits as English does."""
     versions = versions or load_udhr()
