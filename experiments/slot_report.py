@@ -97,6 +97,10 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
                      f" | {statistics.mean(per):.1f} | {dev_text} | " +
                      (per_update or "—") +
                      f" | {r['generation']['seconds'] / answers:.2f} |")
+    missing = [f"lr {lr:g}" for lr, r in runs if r is None]
+    if missing:
+        lines += ["", f"Not run yet: SFT at {', '.join(missing)} (`--stages pilot` runs it); the main design below was "
+                      "fixed from the runs above."]
     done = [(lr, r) for lr, r in runs if r]
     if done:
         lr, best = max(done, key=lambda x: group_f1(item_counts(x[1]), study.supervised))
