@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--langs", nargs="+", help="dev languages (default: all in the data)")
     g.add_argument("--limit", type=positive_int, help="at most this many dev examples per language (per direction for MT)")
     g.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512, json 512")
-    g.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded together")
+    g.add_argument("--batch-size", type=positive_int, default=32,
+                   help="prompts decoded together (32: the fastest per answer measured on a 2-core CPU)")
     add_device_arguments(g)
     args = parser.parse_args(argv)
     if args.search and (len(args.adapters) != 2 or not args.task or not args.dev_data or args.weights or args.into_base):

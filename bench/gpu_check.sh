@@ -28,6 +28,6 @@ echo "== 1. tests on $device"
 MIDALIGN_TEST_DEVICE=$device "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}"
 for model in llama-3-8b qwen2.5-7b; do
   echo "== 2. $model shape, random init, $device"
-  "$PY" bench/run.py --config "tests/fixtures/$model-config.json" --device "$device" --workloads task align generate \
+  "$PY" bench/run.py --config "tests/fixtures/$model-config.json" --device "$device" --dtypes bf16 --workloads task align generate \
     "${sizes[@]}" --out "$OUT_DIR/gpu_$model.md"
 done

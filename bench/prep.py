@@ -37,11 +37,12 @@ def child(tree: Path, files: list[Path]) -> dict:
 
     args = train.parse_args(["--task", "slot", "--train-data", *map(str, files), "--train-langs", *LANGS, "--no-align",
                              "--max-steps", "16", "--batch-size", "4", "--grad-accum", "2"])
+    loop = train if hasattr(train, "load_run_data") else __import__("midalign.training").training  # trees before/after the move
     folder = resolve_model_dir(args.model)
-    train.resolve_settings(args, ModelConfig.from_hf(folder))
+    loop.resolve_settings(args, ModelConfig.from_hf(folder))
     tok = ChatTokenizer(folder)
     start = time.perf_counter()
-    data = train.load_run_data(args, tok)
+    data = loop.load_run_data(args, tok)
     out = {"examples": len(data.task) + len(data.dev_task)}
     if hasattr(data.task, "prepare"):  # this tree: tokenized on first use
         from midalign.schedule import task_batch

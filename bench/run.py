@@ -1,12 +1,14 @@
 """midalign vs transformers + peft, side by side on the same machine, model, batch and precision.
 
-    python bench/run.py                       # all workloads, default model, writes bench/RESULTS.md
-    python bench/run.py --workloads align --reps 3
+    python bench/run.py                       # all workloads in fp32 and bf16, default model, writes bench/RESULTS.md
+    python bench/run.py --workloads align --reps 3 --dtypes bf16
     python bench/run.py --config tests/fixtures/llama-3-8b-config.json --device cuda --batch 32 --seq 128 \
         --pairs 32 --new-tokens 128 --out bench/GPU.md     # random-init Llama-3-8B shape (bench/gpu_check.sh)
 
-Each (workload, implementation) runs in its own fresh process — midalign first, then the peer, back
-to back — with one warm-up and `--reps` timed repetitions; the table gives medians, the ratio
+Each (workload, precision, implementation) runs in its own fresh process — midalign first, then the
+peer, back to back — with one warm-up and `--reps` timed repetitions. Precisions (`--dtypes`; default
+fp32 and bf16 on CPU, bf16 on CUDA): fp32, or bf16 weights under bf16 autocast with fp32 LoRA factors
+(midalign's `--dtype bf16`; the peer's model in bf16 under the same autocast, peft's LoRA in fp32); the table gives medians, the ratio
 peer/midalign (> 1: midalign is faster) and peak memory (RSS on CPU, max allocated on CUDA).
 Workloads (issue: benchmarks against the peer):
   task      LoRA task training step (forward + backward + AdamW, r 8 on all 7 projections), batch 8 × 128
@@ -21,8 +23,8 @@ Workloads (issue: benchmarks against the peer):
 With --config, both sides are built with random weights from that config.json directly on the device
 (no files, no tokenizer: inputs are random token ids of the same sizes), and --shrink makes the config
 tiny (dry runs on CPU). Beside the times, each run reports the machine's own limits measured in the
-same run — the dense matmul rate (fp32 on CPU, bf16 on GPU) and the memory bandwidth of a large copy —
-and each workload's share of them: MFU of the task step (4 × matmul parameters × tokens: forward, and
+same run — the dense matmul rate in each precision and the memory bandwidth of a large copy — and each
+workload's share of the better of them: MFU of the task step (4 × matmul parameters × tokens: forward, and
 backward to the inputs only, the base being frozen), the weight-streaming rate of decoding (bytes of
 weights read per step / step time), and the task step's peak memory against `midalign.memory`.
 """
@@ -108,15 +110,15 @@ def random_model(impl: str, raw: dict, device, dtype):
     return model
 
 
-def build(impl: str, model_name: str, device, lora: bool, config: dict | None = None):
-    """(model, tokenizer folder or None) for 'midalign' or 'peer' (transformers + peft), in the default
-    dtype; with `config`, random weights of that shape and no tokenizer."""
+def build(impl: str, model_name: str, device, lora: bool, config: dict | None = None, dtype_name: str | None = None):
+    """(model, tokenizer folder or None) for 'midalign' or 'peer' (transformers + peft), in `dtype_name`
+    (fp32, bf16; default: the device's); with `config`, random weights of that shape and no tokenizer."""
 
     from midalign.checkpoint import load_model, resolve_model_dir
     from midalign.precision import resolve_dtype
     from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora
 
-    dtype = resolve_dtype(None, device)
+    dtype = resolve_dtype(dtype_name, device)
     folder = None if config else resolve_model_dir(model_name)
     if impl == "midalign":
         model = random_model(impl, config, device, dtype) if config else load_model(folder, device=device, dtype=dtype)
@@ -250,15 +252,11 @@ def workload_fn(name: str, impl: str, model, folder, device, sizes: dict):
 
 
 def limits(device) -> dict:
-    """The machine's own limits, measured here: dense matmul rate of the run's dtype (TFLOP/s) and the
+    """The machine's own limits, measured here: the dense matmul rate in fp32 and in bf16 (TFLOP/s) and the
     bandwidth of a large on-device copy (GB/s, bytes read + written)."""
     import torch
 
-    from midalign.precision import resolve_dtype
-
-    dtype = resolve_dtype(None, device)
     n = 8192 if device.type == "cuda" else 1024
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     x = torch.empty(2**28 if device.type == "cuda" else 2**26, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
 
@@ -272,9 +270,12 @@ def limits(device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - start) / reps
-    matmul = 2 * n**3 / timed(lambda: a @ b, 10) / 1e12
+    matmul = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        matmul[name] = 2 * n**3 / timed(lambda: a @ b, 10) / 1e12
     copy = 2 * x.numel() / timed(lambda: y.copy_(x), 10) / 1e9
-    return {"matmul_tflops": matmul, "copy_gbps": copy, "dtype": str(dtype), "matmul_n": n}
+    return {"matmul_tflops": matmul, "copy_gbps": copy, "matmul_n": n}
 
 
 def model_costs(model, sizes: dict) -> dict:
@@ -300,7 +301,8 @@ def child(args) -> None:
         return
     sizes = {k: getattr(args, k) for k in SIZES}
     config = bench_config(args.config, args.shrink) if args.config else None
-    model, folder = build(args.impl, args.model, device, lora=args.workload in ("task", "align"), config=config)
+    model, folder = build(args.impl, args.model, device, lora=args.workload in ("task", "align"), config=config,
+                          dtype_name=args.dtype)
     step, unit = workload_fn(args.workload, args.impl, model, folder, device, sizes)
     step()  # warm-up
     if device.type == "cuda":
@@ -315,14 +317,14 @@ def child(args) -> None:
         times.append(time.perf_counter() - start)
     result = {"times": times, "units": units, "unit": unit, "peak_mb": peak_memory_mb(device), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-              "dtype": str(next(model.parameters()).dtype)}
+              "dtype": args.dtype or str(next(model.parameters()).dtype)}
     if args.impl == "midalign":
         from midalign.lora import LoRAConfig
         from midalign.memory import estimate_training_memory
 
         result.update(model_costs(model, sizes))
         if args.workload == "task":
-            estimate = estimate_training_memory(model.config, LoRAConfig(), next(model.parameters()).dtype,
+            estimate = estimate_training_memory(model.config, LoRAConfig(), model.lm_head.weight.dtype,
                                                 sizes["batch"], sizes["seq"], answer_tokens=sizes["batch"] * sizes["seq"] // 2)
             result["estimate_mb"] = estimate.total / 2**20
     print(json.dumps(result))
@@ -334,16 +336,21 @@ def main() -> None:
     p.add_argument("--config", type=Path, help="random-init models of this config.json instead of --model")
     p.add_argument("--shrink", action="store_true", help="with --config: tiny sizes, same architecture (dry runs)")
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"],
+                   help="precisions to run each workload in (default: fp32 and bf16 on CPU, bf16 on CUDA)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up")
     p.add_argument("--device", help="cpu or cuda")
     for key, value in SIZES.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=value, help=f"(default {value})")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     p.add_argument("--child", nargs=2, metavar=("WORKLOAD", "IMPL"), help=argparse.SUPPRESS)
+    p.add_argument("--dtype", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         args.workload, args.impl = args.child
         return child(args)
+    cuda = args.device == "cuda" or args.device is None and __import__("torch").cuda.is_available()
+    args.dtypes = args.dtypes or (["bf16"] if cuda else ["fp32", "bf16"])
     passed = ["--model", args.model, "--reps", str(args.reps), *(["--device", args.device] if args.device else []),
               *(["--config", str(args.config)] if args.config else []), *(["--shrink"] if args.shrink else []),
               *[x for key in SIZES for x in (f"--{key.replace('_', '-')}", str(getattr(args, key)))]]
@@ -351,24 +358,25 @@ def main() -> None:
     if run.returncode != 0:
         sys.exit(f"measuring the machine's limits failed:\n{run.stderr[-2000:]}")
     machine = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"limits: matmul {machine['matmul_tflops']:.2f} TFLOP/s ({machine['dtype']}), copy {machine['copy_gbps']:.1f} GB/s",
-          flush=True)
+    print("limits: matmul " + ", ".join(f"{d} {r:.2f} TFLOP/s" for d, r in machine["matmul_tflops"].items()) +
+          f"; copy {machine['copy_gbps']:.1f} GB/s", flush=True)
     rows = []
     for workload in args.workloads:
-        result = {}
-        for impl in ("midalign", "peer"):
-            run = subprocess.run([sys.executable, __file__, "--child", workload, impl, *passed], capture_output=True,
-                                 text=True)
-            if run.returncode != 0:
-                why = "killed by the kernel (out of memory)" if run.returncode == -9 else f"exit {run.returncode}"
-                print(f"{workload:9s} {impl:9s} FAILED: {why}\n{run.stderr[-2000:]}", flush=True)
-                result[impl] = {"failed": why}
-                continue
-            result[impl] = json.loads(run.stdout.strip().splitlines()[-1])
-            med = statistics.median(result[impl]["times"])
-            print(f"{workload:9s} {impl:9s} median {med:7.2f} s  {result[impl]['units'] / med:8.1f} "
-                  f"{result[impl]['unit']}/s  peak {result[impl]['peak_mb']:7.0f} MB", flush=True)
-        rows.append((workload, result))
+        for dtype in args.dtypes:
+            result = {}
+            for impl in ("midalign", "peer"):
+                run = subprocess.run([sys.executable, __file__, "--child", workload, impl, "--dtype", dtype, *passed],
+                                     capture_output=True, text=True)
+                if run.returncode != 0:
+                    why = "killed by the kernel (out of memory)" if run.returncode == -9 else f"exit {run.returncode}"
+                    print(f"{workload:9s} {dtype} {impl:9s} FAILED: {why}\n{run.stderr[-2000:]}", flush=True)
+                    result[impl] = {"failed": why}
+                    continue
+                result[impl] = json.loads(run.stdout.strip().splitlines()[-1])
+                med = statistics.median(result[impl]["times"])
+                print(f"{workload:9s} {dtype} {impl:9s} median {med:7.2f} s  {result[impl]['units'] / med:8.1f} "
+                      f"{result[impl]['unit']}/s  peak {result[impl]['peak_mb']:7.0f} MB", flush=True)
+            rows.append((workload, dtype, result))
     # A hand-written "## Analysis" section (profiles, misses) below the table survives re-runs.
     kept = args.out.read_text().partition("\n## Analysis")[1:] if args.out.is_file() else ("", "")
     atomic_write_text(args.out, results_table(rows, args, machine) + "".join(kept))
@@ -383,48 +391,62 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def results_table(rows: list[tuple[str, dict]], args, machine: dict) -> str:
+def median(x: dict) -> float | None:
+    return statistics.median(x["times"]) if "times" in x else None
+
+
+def results_table(rows: list[tuple[str, str, dict]], args, machine: dict) -> str:
     import peft
     import torch
     import transformers
 
-    ok = [r[impl] for _, r in rows for impl in ("midalign", "peer") if "times" in r[impl]]
-    device = f"{ok[0]['device_name']} ({ok[0]['device']}), {ok[0]['dtype']}" if ok else "no successful run"
+    ok = [r[impl] for _, _, r in rows for impl in ("midalign", "peer") if "times" in r[impl]]
+    device = f"{ok[0]['device_name']} ({ok[0]['device']})" if ok else "no successful run"
     model = f"random-init `{args.config}`" + (" (shrunk)" if args.shrink else "") if args.config else f"`{args.model}`"
     sizes = ", ".join(f"{k} {getattr(args, k)}" for k in SIZES)
+    rates = machine["matmul_tflops"]
+    best = max(rates, key=rates.get)
     lines = [
         "# Benchmarks: midalign vs transformers + peft", "",
         f"Written by `python bench/run.py` on {datetime.date.today()}: {cpu_name()} ({os.cpu_count()} cores), "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"peft {peft.__version__}, {device}, model {model}; sizes: {sizes}; medians of {args.reps} runs after one "
         f"warm-up, each side in a fresh process, back to back.", "",
-        f"Machine limits measured in the same run: dense {machine['dtype']} matmul ({machine['matmul_n']}³) "
-        f"**{machine['matmul_tflops']:.2f} TFLOP/s**; on-device copy **{machine['copy_gbps']:.1f} GB/s** (read + write).",
-        "",
-        "| workload | midalign (s) | peer (s) | peer / midalign | midalign throughput | peer throughput | "
+        f"Machine limits measured in the same run: dense matmul ({machine['matmul_n']}³) " +
+        ", ".join(f"**{r:.2f} TFLOP/s** in {d}" for d, r in rates.items()) +
+        f" (the better: {best}); on-device copy **{machine['copy_gbps']:.1f} GB/s** (read + write). Shares below "
+        f"are of the better matmul rate (MFU) and of the copy bandwidth (decoding's weight streaming).", "",
+        "| workload | precision | midalign (s) | peer (s) | peer / midalign | midalign throughput | peer throughput | "
         "midalign peak MB | peer peak MB | share of the machine's limit (midalign / peer) |",
-        "|---|---|---|---|---|---|---|---|---|"]
-    for workload, r in rows:
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for workload, dtype, r in rows:
         cells = {}
         for impl in ("midalign", "peer"):
-            x = r[impl]
-            if "times" in x:
-                med = statistics.median(x["times"])
-                cells[impl] = (med, f"{med:.2f}", f"{x['units'] / med:.1f} {x['unit']}/s", f"{x['peak_mb']:.0f}")
-            else:
-                cells[impl] = (None, f"failed: {x['failed']}", "—", "—")
+            x, med = r[impl], median(r[impl])
+            cells[impl] = (med, f"{med:.2f}", f"{x['units'] / med:.1f} {x['unit']}/s", f"{x['peak_mb']:.0f}") if med \
+                else (None, f"failed: {x['failed']}", "—", "—")
         (a, *ma), (b, *pe) = cells["midalign"], cells["peer"]
         ratio = f"**{b / a:.2f}×**" if a and b else "—"
         costs = r["midalign"] if "times" in r["midalign"] else {}
         share = "—"
         if workload == "task" and costs:
-            mfu = lambda t: f"{100 * costs['task_flops'] / t / 1e12 / machine['matmul_tflops']:.0f}%" if t else "—"
+            mfu = lambda t: f"{100 * costs['task_flops'] / t / 1e12 / rates[best]:.0f}%" if t else "—"
             share = f"MFU {mfu(a)} / {mfu(b)}; estimate {costs['estimate_mb']:.0f} MB"
         elif workload == "generate" and costs:
             steps = getattr(args, "new_tokens")
             rate = lambda t: f"{100 * costs['decode_weight_bytes'] * steps / t / 1e9 / machine['copy_gbps']:.0f}%" if t else "—"
             share = f"weight streaming {rate(a)} / {rate(b)} of copy bandwidth"
-        lines.append(f"| {workload} | {ma[0]} | {pe[0]} | {ratio} | {ma[1]} | {pe[1]} | {ma[2]} | {pe[2]} | {share} |")
+        lines.append(f"| {workload} | {dtype} | {ma[0]} | {pe[0]} | {ratio} | {ma[1]} | {pe[1]} | {ma[2]} | {pe[2]} | "
+                     f"{share} |")
+    dtypes = list(dict.fromkeys(d for _, d, _ in rows))
+    if len(dtypes) == 2:  # which precision is faster here, per workload and side
+        by = {(w, d): r for w, d, r in rows}
+        lines += ["", f"{dtypes[1]} against {dtypes[0]} on this machine (time in {dtypes[0]} / time in {dtypes[1]}; "
+                      f"> 1: {dtypes[1]} is faster):", "", "| workload | midalign | peer |", "|---|---|---|"]
+        for w in dict.fromkeys(w for w, _, _ in rows):
+            speed = lambda impl: (f"{median(by[w, dtypes[0]][impl]) / median(by[w, dtypes[1]][impl]):.2f}×"
+                                  if median(by[w, dtypes[0]][impl]) and median(by[w, dtypes[1]][impl]) else "—")
+            lines.append(f"| {w} | {speed('midalign')} | {speed('peer')} |")
     return "\n".join(lines) + "\n"
 
 

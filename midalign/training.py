@@ -58,7 +58,8 @@ FAMILY_TEMPERATURE = {"llama": 0.1, "qwen2": 1.5}
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """A loss became NaN or inf; the message names the update, the objective and the last checkpoint."""
+
 
 @dataclass
 class TrainSettings:

@@ -1,0 +1,186 @@
+"""Inference cost before and after (the studies' evaluation cost on CPU), measured in one run.
+
+    python bench/inference.py --massive ~/.cache/midalign/datasets/massive   # prints a markdown section
+
+Each measurement runs in its own fresh process, back to back, with one warm-up and medians of --reps;
+the earlier commit (--ref) runs from a temporary git worktree. Inputs are real: the slot study's prompt
+on MASSIVE test utterances, tokenized once by this tree and handed to both trees as token ids.
+  adapter  one forward of 16 slot prompts through every layer (retrieve.py's pass, all hidden states):
+           the base model; with an adapter applied unmerged (the LoRA factors at every projection, as
+           before); the same adapter merged into the weights (as inference runs now)
+  decode   greedy decoding of 8 slot prompts, 64 new tokens (no early stop): the earlier commit in fp32;
+           this tree in fp32 and in bf16 (bf16 weights under bf16 autocast)
+  batch    evaluation as the studies run it (`predict`: length-sorted batches, stop at the end of turn)
+           of 64 slot prompts at batch 8, 16 and 32, in fp32 and bf16: seconds per answer
+  gemm     where a decoding step's time goes: each weight matrix of one decoder layer and the LM head
+           applied to 8, 16 and 32 rows (one new token per prompt), fp32 and bf16, and the step they add
+           up to (layers × the layer's matrices + the head)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCALES = ("cy-GB", "ja-JP", "sw-KE", "en-US")  # the aligned languages, where the study's test items are, and English
+BATCHES = (8, 16, 32)
+
+
+def child(tree: Path, job: dict) -> dict:
+    """One measurement in this process, with `tree`'s midalign."""
+    sys.path.insert(0, str(tree))
+    import torch
+
+    from midalign.checkpoint import load_model, resolve_model_dir
+    from midalign.generate import greedy_generate
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[job["dtype"]]
+    folder = resolve_model_dir(job["model"])
+    model = load_model(folder, device="cpu", dtype=dtype)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == torch.bfloat16 else \
+        (lambda: torch.autocast("cpu", enabled=False))
+    prompts = job["prompts"]
+    if job["kind"] == "gemm":
+        return gemm_profile(model, job["reps"])
+    if job["kind"] == "adapter":
+        from midalign.lora import LoRAConfig, apply_lora, lora_modules, merge_lora
+        from midalign.retrieval import embed_layers
+
+        if job["variant"] != "base":
+            apply_lora(model, LoRAConfig())
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for m in lora_modules(model).values():  # a trained adapter's size: B is no longer zero
+                    m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.01)
+            if job["variant"] == "merged":
+                merge_lora(model)
+        layers = list(range(model.config.num_hidden_layers + 1))
+        step = lambda: embed_layers(model, prompts, layers, ("mean",), 16, 0)
+    elif job["kind"] == "decode":
+        step = lambda: greedy_generate(model, prompts, 64, eos_ids=[-1], pad_id=0)
+    else:  # batch: the evaluation path, real stops
+        from midalign.generate import generate
+        from midalign.tokenizer import ChatTokenizer
+
+        tok = ChatTokenizer(folder)
+        step = lambda: generate(model, prompts, 64, tok.eos_ids, tok.pad_id, job["batch"])
+    times = []
+    with torch.inference_mode(), amp():
+        for i in range(job["reps"] + 1):  # the first is the warm-up
+            start = time.perf_counter()
+            out = step()
+            times.append(time.perf_counter() - start)
+    result = {"seconds": statistics.median(times[1:]), "times": times[1:]}
+    if job["kind"] == "batch":
+        result["new_tokens"] = sum(len(o) for o in out)
+    return result
+
+
+def gemm_profile(model, reps: int) -> dict:
+    """ms per product of each weight matrix of layer 0 and the LM head with `rows` inputs, in the model's dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = {n.removeprefix("model.layers.0.").removesuffix(".weight"): p for n, p in model.named_parameters()
+               if n.startswith("model.layers.0.") and p.ndim == 2}
+    weights["lm_head"] = model.lm_head.weight
+    out = {}
+    for rows in BATCHES:
+        for name, w in weights.items():
+            x = torch.randn(rows, w.shape[1], dtype=w.dtype)
+            F.linear(x, w)
+            start = time.perf_counter()
+            for _ in range(reps):
+                F.linear(x, w)
+            out[f"{rows} {name}"] = 1e3 * (time.perf_counter() - start) / reps
+        layer = sum(out[f"{rows} {n}"] for n in weights if n != "lm_head")
+        out[f"{rows} step"] = model.config.num_hidden_layers * layer + out[f"{rows} lm_head"]
+    return {"seconds": out[f"{BATCHES[0]} step"] / 1e3, "ms": out, "matrices": list(weights)}
+
+
+def measure(tree: Path, job: dict) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    cmd = [sys.executable, __file__, "--child", str(tree), f.name]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tree)
+    Path(f.name).unlink()
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{job['kind']:8s} {job.get('variant', job.get('tree', ''))} {job['dtype']} {job.get('batch', '')}: "
+          f"{result['seconds']:.2f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def slot_prompts(massive: Path, model: str, n: int) -> list[list[int]]:
+    """n random MASSIVE test utterances of LOCALES (fixed seed) as the slot task's chat prompts."""
+    sys.path.insert(0, str(ROOT))
+    from midalign.checkpoint import resolve_model_dir
+    from midalign.data.tasks import load_massive
+    from midalign.tokenizer import ChatTokenizer
+
+    examples = [ex for locale in LOCALES for ex in load_massive(massive / f"{locale}.jsonl", "test")]
+    examples = random.Random(0).sample(examples, n)
+    return ChatTokenizer(resolve_model_dir(model)).chat_ids_batch([ex.messages() for ex in examples])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--massive", type=Path, help="prepared MASSIVE folder (python -m midalign.data fetch massive)")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    p.add_argument("--ref", default="6999310", help="the earlier commit to compare decoding with")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(Path(args.child[0]), json.loads(Path(args.child[1]).read_text()))))
+        return
+    if args.massive is None:
+        p.error("--massive is required")
+    prompts = slot_prompts(args.massive, args.model, 64)
+    job = lambda **kw: {"model": args.model, "reps": args.reps, "dtype": "fp32", **kw}
+    adapter = {v: measure(ROOT, job(kind="adapter", variant=v, prompts=prompts[:16]))["seconds"]
+               for v in ("base", "unmerged", "merged")}
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "ref"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(ref), args.ref], cwd=ROOT, check=True)
+        try:
+            before = measure(ref, job(kind="decode", tree=args.ref, prompts=prompts[:8]))["seconds"]
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(ref)], cwd=ROOT, check=True)
+    decode = {d: measure(ROOT, job(kind="decode", tree="this", dtype=d, prompts=prompts[:8]))["seconds"]
+              for d in ("fp32", "bf16")}
+    batch = {(d, b): measure(ROOT, job(kind="batch", dtype=d, batch=b, prompts=prompts, reps=1))
+             for d in ("fp32", "bf16") for b in BATCHES}
+    gemm = {d: measure(ROOT, job(kind="gemm", dtype=d, prompts=[], reps=20)) for d in ("fp32", "bf16")}
+    tps = lambda s: 8 * 64 / s
+    lines = [
+        "| adapter (forward, 16 prompts, every layer, fp32) | seconds | against the base model |", "|---|---|---|",
+        *(f"| {v} | {s:.2f} | {s / adapter['base']:.3f}× |" for v, s in adapter.items()), "",
+        "| decoding (8 prompts × 64 new tokens) | seconds | new tokens/s | against the earlier commit |",
+        "|---|---|---|---|",
+        f"| {args.ref} (before), fp32 | {before:.2f} | {tps(before):.1f} | 1.00× |",
+        *(f"| this tree, {d} | {s:.2f} | {tps(s):.1f} | **{before / s:.2f}×** |" for d, s in decode.items()), "",
+        "| evaluation of 64 slot prompts | " + " | ".join(f"batch {b}" for b in BATCHES) + " |",
+        "|---" * (1 + len(BATCHES)) + "|",
+        *(f"| {d}: seconds per answer (new tokens) | " + " | ".join(
+            f"{batch[d, b]['seconds'] / 64:.2f} ({batch[d, b]['new_tokens']})" for b in BATCHES) + " |"
+          for d in ("fp32", "bf16")), "",
+        "| one decoding step's matrix products (ms) | " + " | ".join(
+            f"{d}, {b} rows" for d in ("fp32", "bf16") for b in BATCHES) + " |",
+        "|---" * (1 + 2 * len(BATCHES)) + "|",
+        *(f"| {name} | " + " | ".join(f"{gemm[d]['ms'][f'{b} {name}']:.2f}" for d in ("fp32", "bf16") for b in BATCHES)
+          + " |" for name in [*gemm["fp32"]["matrices"], "step"])]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
