@@ -2,8 +2,8 @@
 
 The chat template is rendered with jinja2's sandbox (no code from a checkpoint ever runs outside it),
 with limits on each render's time and output size (a template that loops for ever or writes gigabytes
-stops with an error), and with the options the ecosystem uses (trim_blocks, lstrip_blocks). Rendered prompts already hold their
-special tokens, so they are encoded without adding any again (no double BOS).
+stops with an error), and with the options the ecosystem uses (trim_blocks, lstrip_blocks). Rendered
+prompts already hold their special tokens, so they are encoded without adding any again (no double BOS).
 
 Paper §3 / App. D.2: the task loss covers the answer and the model's end-of-turn token only;
 `supervised_ids` returns the two parts separately so the prompt can be masked.
