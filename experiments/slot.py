@@ -2,15 +2,22 @@
 
     python experiments/slot.py --massive-from amazon-massive-dataset-1.1.tar.gz --tatoeba-from LASER/data/tatoeba/v1
     python experiments/slot.py --stages pilot           # the pilot only: zero-shot, and SFT at each pilot lr
+    python experiments/slot.py --stages retrieval merge # Fig. 1b and Table 2's retrieval; Table 6's merge
     python experiments/slot.py --report-only            # rebuild docs/slot.md from the result files
     python experiments/slot.py --quick --model DIR      # every stage at toy size (the test suite)
 
 The paper's setting: task training on MASSIVE `train` of ar en es ru zh; alignment with Tatoeba pairs of
-cy ja jv sw tl with English at the middle layer; F1 with the official scorer on all 20 locales. Arms:
-base zero-shot, SFT (task only) and joint (task + alignment), with several seeds each. Joint and SFT
-draw the same task micro-batches in the same order (the alignment micro-batches are added, not swapped
-for task ones). Test utterances are a random sample of each locale's `test` partition (fixed seed),
-largest for the aligned languages, where the paper's effect is.
+cy ja jv sw tl with English at the middle layer; F1 with the official scorer on all 20 locales. Stages:
+- `main`: base zero-shot, SFT (task only) and joint (task + alignment), two seeds each. Joint and SFT
+  draw the same task micro-batches in the same order (the alignment micro-batches are added, not
+  swapped for task ones).
+- `retrieval`: layer-wise translation retrieval of base, SFT and joint on MASSIVE `dev` utterances,
+  multiway parallel across the 20 locales (Table 2's retrieval column; Fig. 1b's correlation).
+- `merge`: an alignment-only adapter merged into the SFT adapter, the task weight chosen on dev (§6.3,
+  Table 6).
+- `more-seeds`: the design's further seeds of SFT and joint, last, as the budget allows.
+Test utterances are a random sample of each locale's `test` partition (fixed seed), largest for the
+aligned languages, where the paper's effect is.
 
 Each run writes one JSON file to --results (committed), holding every test item's id, utterance, gold
 annotation and prediction, so each F1 can be recomputed with the official scorer from the file alone;
@@ -39,18 +46,23 @@ sys.path.insert(0, str(ROOT))
 from midalign.data import sources  # noqa: E402
 from midalign.data.assemble import hold_out  # noqa: E402
 from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
-from midalign.data.tasks import load_massive, load_pairs  # noqa: E402
+from midalign.adapters import read_adapter  # noqa: E402
+from midalign.data.tasks import TASKS, load_massive, load_pairs  # noqa: E402
 from midalign.cli import run  # noqa: E402
 from midalign.evaluation import load_for_inference, predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
+from midalign.merging import save_search, search_weight  # noqa: E402
 from midalign.metrics import slot_f1  # noqa: E402
 from midalign.precision import native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
+from midalign.retrieval import layer_retrieval  # noqa: E402
 from midalign.training import TrainSettings, fit  # noqa: E402
 from slot_report import render  # noqa: E402
 from study import check_report_only, curves, read_result, study_parser  # noqa: E402
 
-STAGES = ("pilot", "main")
+STAGES = ("pilot", "main", "retrieval", "merge", "more-seeds")
+MAIN_SEEDS = 2  # seeds of stage `main`; the design's others come last (`more-seeds`), as the budget allows
+POOLS = ("mean", "mean-skip-first")  # the paper's pooling, and the one that skips the first token
 
 
 @dataclass(frozen=True)
@@ -78,31 +90,41 @@ class SlotStudy:
     seeds: tuple = (0, 1, 2)
     max_new_tokens: int = 64  # the longest gold answer of the test sample is well below (the paper: 128)
     batch_gen: int = 16
-    pilot_lrs: tuple = (5e-4, 1e-3)
+    pilot_lrs: tuple = (5e-4,)  # the paper's (App. D.1); a second rate (1e-3) was dropped for the main arms' budget
     pilot_updates: int = 120
     pilot_eval_every: int = 30
     bootstrap: int = 2000
+    # retrieval (Fig. 1b, Table 2): utterances per locale, the same ids in all, from this MASSIVE partition
+    retrieval_per_lang: int = 200
+    retrieval_partition: str = "dev"
+    merge_weights: tuple = (0.5, 0.7, 0.9)  # task weights tried on dev (Table 6 chose 0.9 among these)
 
     def fingerprint(self, run: str = "") -> str:
         """The design a run depends on: a pilot run (`pilot-…`) on the pilot's settings alone, so that the
-        main design can be fixed from the pilot without invalidating it; every other run on the rest."""
+        main design can be fixed from the pilot without invalidating it; every other run on the rest, less
+        the fields that only some runs use (RUN_FIELDS), so that adding a stage invalidates nothing."""
         import hashlib
 
         fields = asdict(self)
         if run.startswith("pilot"):
             design = {k: fields[k] for k in PILOT_FIELDS}
         else:
-            design = {k: v for k, v in fields.items() if k not in ("bootstrap", "pilot_lrs", "pilot_updates",
-                                                                 "pilot_eval_every")}
+            own = {f for prefix, names in RUN_FIELDS.items() if run.startswith(prefix) for f in names}
+            left_out = {"bootstrap", "pilot_lrs", "pilot_updates", "pilot_eval_every",
+                        *(f for names in RUN_FIELDS.values() for f in names)} - own
+            design = {k: v for k, v in fields.items() if k not in left_out}
         return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # What a pilot run depends on (its learning rate is in its name; the bootstrap only shapes the report).
 PILOT_FIELDS = ("model", "supervised", "dev_per_lang", "sample_seed", "batch_size", "grad_accum", "warmup_ratio",
                 "pilot_updates", "pilot_eval_every", "max_new_tokens", "batch_gen")
+# Fields that only the runs named with a prefix depend on.
+RUN_FIELDS = {"ret-": ("retrieval_per_lang", "retrieval_partition"), "merge": ("merge_weights",)}
 QUICK = SlotStudy(test_per_lang=(1, 2, 1), dev_per_lang=1, updates=2, batch_size=2, grad_accum=1, eval_every=2,
                   align_batch_size=4, seeds=(0, 1), max_new_tokens=4, batch_gen=8, pilot_lrs=(5e-4,), pilot_updates=2,
-                  pilot_eval_every=1, bootstrap=50, other=("de", "fr"))
+                  pilot_eval_every=1, bootstrap=50, other=("de", "fr"), retrieval_per_lang=6,
+                  retrieval_partition="train", merge_weights=(0.5, 0.9))  # the excerpts' `dev` holds one id
 
 
 def study_dtype() -> str:
@@ -136,13 +158,29 @@ class Runner:
         pairs = [p for folder, l in zip(tatoeba, s.aligned) for p in load_pairs(folder / f"{l}-en.tsv")]
         align_train, align_dev = hold_out(pairs, s.sample_seed)
         files = {"train": [locale(l) for l in s.supervised], "dev": out / "dev.jsonl", "test": out / "test.jsonl",
-                 "align": out / "align-train.tsv", "align_dev": out / "align-dev.tsv"}
+                 "align": out / "align-train.tsv", "align_dev": out / "align-dev.tsv",
+                 "locales": {l: locale(l) for l in self.langs()}}
         for key, rows in (("dev", dev), ("test", test)):
             atomic_write_text(files[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         for key, rows in (("align", align_train), ("align_dev", align_dev)):
             atomic_write_text(files[key], "".join(f"{p.lang}\t{p.text}\t{p.en}\n" for p in rows))
         self._files = files
         return files
+
+    def langs(self) -> list[str]:
+        return [*self.s.supervised, *self.s.aligned, *self.s.other]
+
+    def parallel(self) -> dict[str, list[str]]:
+        """`retrieval_per_lang` utterances per locale with the same ids in every locale (MASSIVE is multiway
+        parallel), drawn at random from `retrieval_partition` less every utterance the study tests or selects on."""
+        s, f = self.s, self.files()
+        used = {json.loads(line)["id"] for key in ("dev", "test") for line in f[key].read_text(encoding="utf-8").splitlines()}
+        utts = {l: {r["id"]: r["utt"] for r in map(json.loads, f["locales"][l].read_text(encoding="utf-8").splitlines())
+                    if r["partition"] == s.retrieval_partition} for l in self.langs()}
+        common = sorted(set.intersection(*map(set, utts.values())) - used, key=int)
+        keep = sorted(random.Random(f"{s.sample_seed}-retrieval").sample(common, min(s.retrieval_per_lang, len(common))),
+                      key=int)
+        return {l: [utts[l][i] for i in keep] for l in self.langs()}
 
     # ------------------------------------------------------------------------------------- runs
     def run_dir(self, name: str) -> Path:
@@ -173,12 +211,37 @@ class Runner:
         return self.adapter(name or f"sft-s{seed}", seed, dict(no_align=True, grad_accum=s.grad_accum),
                             updates or s.updates, eval_every or s.eval_every, lr or s.lr)
 
-    def joint(self, seed: int) -> Path:
+    def alignment(self) -> dict:
+        """The alignment settings of the joint and alignment-only runs."""
         s, f = self.s, self.files()
-        return self.adapter(f"joint-s{seed}", seed, dict(
-            grad_accum=2 * s.grad_accum, align_data=[f["align"]], align_dev_data=[f["align_dev"]],
-            align_batch_size=s.align_batch_size, temperature=s.temperature, pool=s.pool,
-            align_layer=s.align_layer or None), s.updates, s.eval_every, s.lr)
+        return dict(align_data=[f["align"]], align_dev_data=[f["align_dev"]], align_batch_size=s.align_batch_size,
+                    temperature=s.temperature, pool=s.pool, align_layer=s.align_layer or None)
+
+    def joint(self, seed: int) -> Path:
+        s = self.s
+        return self.adapter(f"joint-s{seed}", seed, dict(grad_accum=2 * s.grad_accum, **self.alignment()),
+                            s.updates, s.eval_every, s.lr)
+
+    def align_only(self, seed: int) -> Path:
+        """The alignment module of §6.3, trained alone: the joint run's alignment micro-batches, no task loss."""
+        s = self.s
+        return self.adapter(f"align-s{seed}", seed, dict(align_only=True, grad_accum=s.grad_accum, **self.alignment()),
+                            s.updates, s.eval_every, s.lr)
+
+    def merged(self) -> Path:
+        """The SFT adapter of the first seed merged with the alignment-only adapter (§6.3), the task weight
+        chosen by dev F1 over the supervised languages' dev utterances; the search is saved as `merge-search`."""
+        s, out = self.s, self.run_dir("merged")
+        if not (out / "adapter_config.json").is_file():
+            seed = s.seeds[0]
+            adapters = [read_adapter(self.sft(seed)), read_adapter(self.align_only(seed))]
+            start = time.perf_counter()
+            model, tok = load_for_inference(s.model, dtype=self.dtype)
+            merged, record = search_weight(model, tok, adapters, s.merge_weights, "linear", TASKS["slot"],
+                                           load_massive(self.files()["dev"], "dev"), s.max_new_tokens, s.batch_gen)
+            save_search(out, merged, record)
+            self.save("merge-search", {**record, "seed": seed}, time.perf_counter() - start)
+        return out
 
     def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None) -> dict:
         """F1 per language of the base model or an adapter (trained first if need be), with every prediction."""
@@ -200,6 +263,21 @@ class Runner:
             result.update(curves(self.run_dir(log) / "log.jsonl"))
         return self.save(run, result, time.perf_counter() - start)
 
+    def retrieval(self, run: str, adapter) -> dict:
+        """Translation retrieval (paper §2: ratio margin, k = 4) at every layer, both poolings, over all
+        directions between the study's 20 locales; per language, the mean of its source and target rows."""
+        if (r := read_result(self.results / f"{run}.json", self.s.fingerprint(run))) is not None:
+            return r
+        start = time.perf_counter()
+        model, tok = load_for_inference(self.s.model, adapter() if adapter else None, dtype=self.dtype)
+        res = layer_retrieval(model, tok, self.parallel(), list(range(model.config.num_hidden_layers + 1)), POOLS)
+        pools = {name: {"per_layer": p["per_layer"], "paper_average": p["paper_average"], "peak_layer": p["peak_layer"],
+                        "per_language": {l: [(a + b) / 2 for a, b in zip(v["as_source"], v["as_target"])]
+                                         for l, v in p["per_language"].items()}}
+                 for name, p in res["pools"].items()}
+        return self.save(run, {"layers": res["layers"], "n_sentences": res["n_sentences"], "pools": pools},
+                         time.perf_counter() - start)
+
     # ----------------------------------------------------------------------------------- stages
     def stage(self, name: str) -> None:
         s = self.s
@@ -209,12 +287,19 @@ class Runner:
                 tag = f"pilot-lr{lr:g}"
                 self.evaluate(tag, lambda lr=lr, tag=tag: self.sft(0, lr, s.pilot_updates, s.pilot_eval_every, tag),
                               partition="dev", log=tag)
-        elif name == "main":  # the first paired seed (the study's question) before the zero-shot reference
-            for i, seed in enumerate(s.seeds):
+        elif name in ("main", "more-seeds"):  # the first paired seed (the study's question), then zero-shot
+            for seed in s.seeds[:MAIN_SEEDS] if name == "main" else s.seeds[MAIN_SEEDS:]:
                 self.evaluate(f"sft-s{seed}", lambda seed=seed: self.sft(seed), log=f"sft-s{seed}")
                 self.evaluate(f"joint-s{seed}", lambda seed=seed: self.joint(seed), log=f"joint-s{seed}")
-                if i == 0:
+                if seed == s.seeds[0]:
                     self.evaluate("base", None)
+        elif name == "retrieval":  # the base model's is Fig. 1b's x axis; SFT and joint as Table 2's column
+            first = s.seeds[0]
+            self.retrieval("ret-base", None)
+            self.retrieval(f"ret-sft-s{first}", lambda: self.sft(first))
+            self.retrieval(f"ret-joint-s{first}", lambda: self.joint(first))
+        elif name == "merge":
+            self.evaluate("merged", self.merged)
 
 
 def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """docs/slot.md from the slot study's result files alone: the pilot (does training work, at what cost),
 then base / SFT / joint F1 per locale and group with mean ± sd over seeds, and the joint − SFT
 difference with a bootstrap over seeds and test items together, its power against the paper's effect,
-and a verdict. Every F1 is recomputed here from the stored predictions with the official scorer."""
+and a verdict; then retrieval (Table 2's column), its correlation with transfer (Fig. 1b) and the merge
+(Table 6). Every F1 is recomputed here from the stored predictions with the official scorer."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ from typing import Callable
 
 from midalign.io import atomic_write_text
 from midalign.metrics import slot_counts
+from midalign.stats import pearson
+from miniature_report import plot_scatter
 
 # Table 10 (Qwen 2.5 7B, F1, SFT → joint) and §4.3: the effect the design is sized against.
 PAPER_ALIGNED = {"cy": (27.0, 36.5), "ja": (67.3, 68.3), "jv": (32.9, 39.6), "sw": (23.5, 30.4), "tl": (57.4, 57.8)}
 PAPER_EFFECT = {"supervised": 0.7, "aligned": 4.9, "other": 0.4}  # joint − SFT, Qwen 2.5 (Tables 2 and 10, §5.1)
+PAPER_MERGE = {"supervised": 0.3, "transfer": 1.1}  # Table 6 (Llama 3, task weight 0.9): merged − SFT
+# Table 2, retrieval over the 20 slot-filling languages (even layers): base, SFT, joint
+PAPER_RETRIEVAL = {"Llama 3 8B": (39.1, 39.4, 73.2), "Qwen 2.5 7B": (21.4, 20.9, 20.5)}
+PAPER_CORRELATION = "Pearson r 0.56 (Llama 3) and 0.70 (Qwen 2.5), p < 0.01"  # Fig. 1b
 Z95, Z80 = 1.96, 0.84
 
 
@@ -104,6 +111,17 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
     done = [(lr, r) for lr, r in runs if r]
     if done:
         lr, best = max(done, key=lambda x: group_f1(item_counts(x[1]), study.supervised))
+        dev = best.get("dev_curve") or []
+        if base is not None and dev:
+            lines += ["", f"**Chosen for the main runs.** lr {lr:g} (the paper's, App. D.1): it lifts mean dev F1 on "
+                          f"the supervised languages from {group_f1(item_counts(base), study.supervised):.1f} "
+                          f"(zero-shot) to {group_f1(item_counts(best), study.supervised):.1f} in "
+                          f"{study.pilot_updates} updates, so training works at this rate. Its dev loss was still "
+                          f"falling at the last evaluation ({dev[-2]['dev_loss']:.3f} → {dev[-1]['dev_loss']:.3f} over "
+                          f"the last {study.pilot_eval_every} updates), so the main runs take {study.updates} updates "
+                          f"at the same effective batch ({study.grad_accum} × {study.batch_size}) and "
+                          f"{study.warmup_ratio:.0%} warm-up: as many as the measured cost per update and per answer "
+                          "allows for two seeds of each arm within the study's CPU budget."]
         se = item_se(item_counts(best), study.supervised, study.bootstrap)
         n_pilot, n_al = study.dev_per_lang, study.test_per_lang[1]
         se_al = se * (n_pilot / n_al) ** 0.5
@@ -158,6 +176,89 @@ def main_section(study, get: Callable[[str], dict | None]) -> list[str]:
     return lines
 
 
+def transfer_groups(study) -> dict[str, tuple]:
+    return {"supervised": study.supervised, "aligned": study.aligned, "other": study.other,
+            "transfer": (*study.aligned, *study.other)}
+
+
+def middle(study, result: dict) -> int:
+    """The position in the result's layers of the aligned (middle) layer."""
+    return result["layers"].index(study.align_layer or max(result["layers"]) // 2)
+
+
+def retrieval_section(study, get: Callable[[str], dict | None], figures: Path) -> list[str]:
+    first = study.seeds[0]
+    runs = [(name, get(f"ret-{key}")) for name, key in (("base", "base"), (f"SFT (seed {first})", f"sft-s{first}"),
+                                                        (f"joint (seed {first})", f"joint-s{first}"))]
+    runs = [(name, r) for name, r in runs if r]
+    title = "## Retrieval (Table 2's column) and its correlation with transfer (Fig. 1b)"
+    if not runs:
+        return [title, "", "Not run yet (`--stages retrieval`)."]
+    some = runs[0][1]
+    mid = middle(study, some)
+    paper = "; ".join(f"{m} {a} / {b} / {c}" for m, (a, b, c) in PAPER_RETRIEVAL.items())
+    lines = [title, "", f"Translation retrieval (ratio margin, k = 4) between all {len(some['pools']['mean']['per_language'])}"
+             f" locales ({some['n_sentences']} MASSIVE `{study.retrieval_partition}` utterances each, the same ids in "
+             "every locale, none of them a test or dev-loss utterance); the paper's aggregate is the mean over "
+             f"directions and even layers. Paper, FLORES-200 (base / SFT / joint): {paper}.", "",
+             "| model | paper average (mean pooling) | peak layer | layer " + str(some["layers"][mid]) +
+             " | aligned languages, layer " + str(some["layers"][mid]) + " | paper average (mean-skip-first) |",
+             "|---|---|---|---|---|---|"]
+    for name, r in runs:
+        mean, skip = r["pools"]["mean"], r["pools"]["mean-skip-first"]
+        aligned = statistics.mean(mean["per_language"][l][mid] for l in study.aligned)
+        lines.append(f"| {name} | {100 * mean['paper_average']:.1f} | {mean['peak_layer']} | "
+                     f"{100 * mean['per_layer'][mid]:.1f} | {100 * aligned:.1f} | {100 * skip['paper_average']:.1f} |")
+    base = get("ret-base")
+    sft = [c for s in study.seeds if (r := get(f"sft-s{s}")) and (c := item_counts(r))]
+    if not (base and sft):
+        return lines + ["", "Correlation: not run yet (needs `ret-base` and an SFT run)."]
+    langs = transfer_groups(study)["transfer"]
+    y = [statistics.mean(f1(c[l]) for c in sft) for l in langs]
+    rows = []
+    for pool in ("mean", "mean-skip-first"):
+        x = [100 * base["pools"][pool]["per_language"][l][mid] for l in langs]
+        r, p = pearson(x, y)
+        rows.append(f"{pool} pooling: " + (f"r = {r:.2f} (p = {p:.3f})" if r == r else "r undefined (a constant series)"))
+        if pool == "mean":
+            path = figures / "slot_correlation.png"
+            plot_scatter(path, x, y, list(langs), f"base retrieval at layer {base['layers'][mid]} (%)",
+                         f"SFT F1 (mean of {len(sft)} seed{'s' * (len(sft) > 1)})")
+    return lines + ["", f"**Correlation** over the {len(langs)} transfer languages between the base model's "
+                        f"retrieval at layer {base['layers'][mid]} (each language's mean as source and target) and "
+                        f"SFT F1 (mean over {len(sft)} seed{'s' * (len(sft) > 1)}; permutation p): " +
+                        "; ".join(rows) + f". Paper: {PAPER_CORRELATION}.", "", f"![correlation]({path.name})"]
+
+
+def merge_section(study, get: Callable[[str], dict | None]) -> list[str]:
+    search, merged = get("merge-search"), get("merged")
+    title = "## Merging an alignment-only adapter into the SFT adapter (§6.3, Table 6)"
+    if not (search and merged):
+        return [title, "", "Not run yet (`--stages merge`)."]
+    seed = search["seed"]
+    sft, joint = get(f"sft-s{seed}"), get(f"joint-s{seed}")
+    dev = ", ".join(f"{w}: {v['score']:.1f}" for w, v in search["weights"].items())
+    lines = [title, "", f"The alignment-only adapter is trained on the joint run's alignment micro-batches without "
+             f"the task ({study.updates} updates, seed {seed}); merged linearly with SFT seed {seed}'s adapter at task "
+             f"weight w and 1 − w for the alignment one. w chosen by mean dev F1 over the supervised languages: "
+             f"**{search['best_weight']}** ({dev}; the paper chose 0.9).", ""]
+    if not sft:
+        return lines + [f"SFT seed {seed}: not run yet."]
+    groups = transfer_groups(study)
+    counts = {"merged": item_counts(merged), "SFT": item_counts(sft), **({"joint": item_counts(joint)} if joint else {})}
+    lines += ["| model | " + " | ".join(groups) + " |", "|---" * (1 + len(groups)) + "|",
+              *(f"| {name} (seed {seed}) | " + " | ".join(f"{group_f1(c, g):.1f}" for g in groups.values()) + " |"
+                for name, c in counts.items()),
+              "", f"Merged − SFT (one seed: the interval is over test items only, {study.bootstrap} resamples):", "",
+              "| group | Δ F1 | 95% interval | detectable | paper (Llama 3) | verdict |", "|---|---|---|---|---|---|"]
+    for name, g in groups.items():
+        b = bootstrap_delta({seed: counts["merged"]}, {seed: counts["SFT"]}, g, study.bootstrap)
+        paper = PAPER_MERGE.get(name)
+        lines.append(f"| {name} | {b['delta']:+.1f} | [{b['ci95'][0]:+.1f}, {b['ci95'][1]:+.1f}] | {b['detectable']:.1f} | "
+                     + (f"{paper:+.1f} | {verdict(b, paper)} |" if paper is not None else "— | — |"))
+    return lines
+
+
 def design_section(study) -> list[str]:
     n_sup, n_al, n_other = study.test_per_lang
     return ["## Design, and what differs from the paper", "",
@@ -176,11 +277,27 @@ def design_section(study) -> list[str]:
             f"supervised, {n_al} per aligned and {n_other} per other transfer locale (the aligned languages carry "
             "the paper's effect, so they get the most); the paper tests on all 2,974 per locale. Greedy decoding, "
             f"at most {study.max_new_tokens} new tokens (the paper: 128; answers are far shorter).",
-            f"- **Seeds** {', '.join(map(str, study.seeds))} (LoRA initialisation, dropout and the task batches); "
-            "uncertainty from a bootstrap over seeds and test items together.",
+            f"- **Seeds** {', '.join(map(str, study.seeds))} (LoRA initialisation, dropout and the task batches): the "
+            "first two in the main stage, the others last, as the CPU budget allows; uncertainty from a bootstrap "
+            "over seeds and test items together.",
             "- **Model**: Qwen2.5-Coder-0.5B-Instruct (the offline default; the paper: Llama 3 8B, Qwen 2.5 7B), "
             "LoRA r 8 on all projections as App. D.1, on CPU; precision per run in the result files (bf16 autocast "
             "where the CPU has bf16 instructions).", ""]
+
+
+def cost_section(results: Path, read: Callable[[Path], dict | None]) -> list[str]:
+    """Each result file's wall time (the trainings it caused included) and precision."""
+    runs = [(path.stem, r) for path in sorted(results.glob("*.json")) if (r := read(path))]
+    if not runs:
+        return []
+    lines = ["## Cost", "", "Wall time of each result file (its training included, where it caused one), as "
+             "recorded in the file.", "", "| run | precision | minutes | s / answer | machine |", "|---|---|---|---|---|"]
+    for name, r in runs:
+        answers = sum(len(v) for v in r["items"].values()) if "items" in r else 0
+        per_answer = f"{r['generation']['seconds'] / answers:.2f}" if answers and "generation" in r else "—"
+        lines.append(f"| {name} | {r['dtype']} | {r['seconds'] / 60:.0f} | {per_answer} | {r['machine']} |")
+    total = sum(r["seconds"] for _, r in runs) / 3600
+    return lines + ["", f"Total: {total:.1f} h of CPU wall time."]
 
 
 def render(study, results: Path, report: Path, read: Callable[[Path], dict | None], command: str) -> None:
@@ -189,5 +306,7 @@ def render(study, results: Path, report: Path, read: Callable[[Path], dict | Non
             f"Written by `{command}` from the result files in `{results.relative_to(results.parents[2]) if len(results.parents) > 2 else results}` "
             f"(design {study.fingerprint()}, model `{study.model}`). Every F1 below is recomputed from the stored "
             "predictions with the official scorer's rules (`midalign.metrics.slot_counts`).", "",
-            *design_section(study), *pilot_section(study, get), "", *main_section(study, get), ""]
+            *design_section(study), *pilot_section(study, get), "", *main_section(study, get), "",
+            *retrieval_section(study, get, report.parent), "", *merge_section(study, get), "",
+            *cost_section(results, read), ""]
     atomic_write_text(report, "\n".join(text))

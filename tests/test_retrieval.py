@@ -115,6 +115,8 @@ def test_pearson_and_permutation_p_value_by_hand():
     import itertools
     exact = np.mean([abs(np.corrcoef(x, np.array(q))[0, 1]) >= 0.8 - 1e-12 for q in itertools.permutations(y)])
     assert p == pytest.approx(exact, abs=0.02)
+    # a constant series: r is 0 / 0, undefined (scipy: nan), and no p-value either
+    assert all(np.isnan(v) for v in pearson(x, np.full(5, 3.0))) and np.isnan(pearsonr(x + 0.0, y * 0 + 3.0)[0])
 
 
 def test_retrieve_cli_end_to_end_on_a_tiny_model(tiny_chat_checkpoint, tmp_path):

@@ -28,7 +28,8 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     assert res.returncode == 0, res.stderr[-3000:]
     results = tmp_path / "results"
     assert {p.stem for p in results.glob("*.json")} == {"pilot-base", "pilot-lr0.0005", "base", "sft-s0", "sft-s1",
-                                                        "joint-s0", "joint-s1"}
+                                                        "joint-s0", "joint-s1", "ret-base", "ret-sft-s0",
+                                                        "ret-joint-s0", "merge-search", "merged"}
     sft = json.loads((results / "sft-s0.json").read_text())
     # the random test sample: (supervised, aligned, other) = (1, 2, 1) utterances per locale, from `test`
     assert {l: len(v) for l, v in sft["items"].items()} == {"ar": 1, "en": 1, "es": 1, "ru": 1, "zh": 1, "cy": 2,
@@ -38,7 +39,17 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
         assert real[i]["partition"] == "test" and (real[i]["utt"], real[i]["annot_utt"]) == (utt, annot)
     assert sft["dtype"] in ("bf16", "fp32") and sft["train_curve"] and sft["dev_curve"]
     text = (tmp_path / "slot.md").read_text()
-    assert "Not run yet" not in text and text.count("inconclusive") == 3  # a random tiny model learns nothing
+    # a random tiny model learns nothing: joint − SFT (3 groups) and merged − SFT (2 with a paper number)
+    assert "Not run yet" not in text and text.count("inconclusive") == 5
+    assert (tmp_path / "slot_correlation.png").is_file() and "![correlation](slot_correlation.png)" in text
+
+    # retrieval: the same ids in every locale, none tested or selected on, from the design's partition
+    base = json.loads((results / "ret-base.json").read_text())
+    assert base["n_sentences"] == 6 and set(base["pools"]) == {"mean", "mean-skip-first"}
+    assert len(base["pools"]["mean"]["per_language"]) == 12 and len(base["layers"]) == len(base["pools"]["mean"]["per_layer"])
+    search = json.loads((results / "merge-search.json").read_text())
+    assert set(search["weights"]) == {"0.5", "0.9"} and search["best_weight"] in (0.5, 0.9)
+    assert list((tmp_path / "work").glob("*/align-s0/best/adapter_config.json"))  # trained alone, then merged
 
     # a prediction edited to the gold answer changes the report: it is recomputed from the stored items
     i, utt, annot, _ = sft["items"]["cy"][0]
