@@ -299,7 +299,7 @@ class Runner:
             self.retrieval(f"ret-sft-s{first}", lambda: self.sft(first))
             self.retrieval(f"ret-joint-s{first}", lambda: self.joint(first))
         elif name == "merge":
-            self.evaluate("merged", self.merged)
+            self.evaluate("merged", self.merged, log=f"align-s{s.seeds[0]}")
 
 
 def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:

@@ -286,18 +286,23 @@ def design_section(study) -> list[str]:
 
 
 def cost_section(results: Path, read: Callable[[Path], dict | None]) -> list[str]:
-    """Each result file's wall time (the trainings it caused included) and precision."""
+    """Each result file's training time (the last logged update's elapsed seconds) and decoding time."""
     runs = [(path.stem, r) for path in sorted(results.glob("*.json")) if (r := read(path))]
     if not runs:
         return []
-    lines = ["## Cost", "", "Wall time of each result file (its training included, where it caused one), as "
-             "recorded in the file.", "", "| run | precision | minutes | s / answer | machine |", "|---|---|---|---|---|"]
+    lines = ["## Cost", "", "Minutes of training (to the last update, from the run's log; for `merged`, the "
+             "alignment-only adapter's) and of decoding (retrieval, weight search: the run's time) of each result file, "
+             "as recorded in it.", "",
+             "| run | precision | training | decoding / other | s / answer | machine |", "|---|---|---|---|---|---|"]
+    total = 0.0
     for name, r in runs:
-        answers = sum(len(v) for v in r["items"].values()) if "items" in r else 0
-        per_answer = f"{r['generation']['seconds'] / answers:.2f}" if answers and "generation" in r else "—"
-        lines.append(f"| {name} | {r['dtype']} | {r['seconds'] / 60:.0f} | {per_answer} | {r['machine']} |")
-    total = sum(r["seconds"] for _, r in runs) / 3600
-    return lines + ["", f"Total: {total:.1f} h of CPU wall time."]
+        train = (r.get("train_curve") or [{}])[-1].get("elapsed_s", 0.0)
+        decode = r["generation"]["seconds"] if "generation" in r else r["seconds"]  # retrieval, the weight search
+        answers = sum(len(v) for v in r.get("items", {}).values())
+        total += train + decode
+        lines.append(f"| {name} | {r['dtype']} | {train / 60:.0f} | {decode / 60:.0f} | "
+                     + (f"{decode / answers:.2f}" if answers else "—") + f" | {r['machine']} |")
+    return lines + ["", f"Total: {total / 3600:.1f} h of CPU wall time."]
 
 
 def render(study, results: Path, report: Path, read: Callable[[Path], dict | None], command: str) -> None:
