@@ -30,15 +30,18 @@ a CPU), else fp32; each result file records which.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,13 +50,14 @@ from midalign.data import sources  # noqa: E402
 from midalign.data.assemble import hold_out  # noqa: E402
 from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
 from midalign.adapters import read_adapter  # noqa: E402
+from midalign.align import AlignConfig, contrastive_loss, encode_pairs, pooled_states  # noqa: E402
 from midalign.data.tasks import TASKS, load_massive, load_pairs  # noqa: E402
 from midalign.cli import run  # noqa: E402
 from midalign.evaluation import load_for_inference, predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
 from midalign.merging import save_search, search_weight  # noqa: E402
 from midalign.metrics import slot_f1  # noqa: E402
-from midalign.precision import native_bf16  # noqa: E402
+from midalign.precision import autocast, native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from midalign.retrieval import layer_retrieval  # noqa: E402
 from midalign.training import TrainSettings, fit  # noqa: E402
@@ -86,7 +90,9 @@ class SlotStudy:
     align_batch_size: int = 16
     align_layer: int = 0  # 0: the middle layer, L/2 (paper §3)
     temperature: float = 1.5  # App. D.1: τ for Qwen 2.5
-    pool: str = "mean"  # the paper's pooling
+    # not the paper's `mean`: the pooling pilot (docs/slot.md) finds the first token's attention sink puts
+    # every pair's cosine at ≈0.99 at the middle layer of the default model, so the loss sits at ln(batch)
+    pool: str = "mean-skip-first"
     seeds: tuple = (0, 1, 2)
     max_new_tokens: int = 64  # the longest gold answer of the test sample is well below (the paper: 128)
     batch_gen: int = 16
@@ -98,6 +104,7 @@ class SlotStudy:
     retrieval_per_lang: int = 200
     retrieval_partition: str = "dev"
     merge_weights: tuple = (0.5, 0.7, 0.9)  # task weights tried on dev (Table 6 chose 0.9 among these)
+    pooling_batches: int = 8  # alignment micro-batches of the pooling pilot
 
     def fingerprint(self, run: str = "") -> str:
         """The design a run depends on: a pilot run (`pilot-…`) on the pilot's settings alone, so that the
@@ -106,11 +113,11 @@ class SlotStudy:
         import hashlib
 
         fields = asdict(self)
+        own = {f for prefix, names in RUN_FIELDS.items() if run.startswith(prefix) for f in names}
         if run.startswith("pilot"):
-            design = {k: fields[k] for k in PILOT_FIELDS}
-        else:
-            own = {f for prefix, names in RUN_FIELDS.items() if run.startswith(prefix) for f in names}
-            left_out = {"bootstrap", "pilot_lrs", "pilot_updates", "pilot_eval_every",
+            design = {k: fields[k] for k in (*PILOT_FIELDS, *sorted(own))}
+        else:  # a run's seed is in its name: the list of seeds only says which runs exist
+            left_out = {"bootstrap", "pilot_lrs", "pilot_updates", "pilot_eval_every", "seeds",
                         *(f for names in RUN_FIELDS.values() for f in names)} - own
             design = {k: v for k, v in fields.items() if k not in left_out}
         return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()[:10]
@@ -119,12 +126,15 @@ class SlotStudy:
 # What a pilot run depends on (its learning rate is in its name; the bootstrap only shapes the report).
 PILOT_FIELDS = ("model", "supervised", "dev_per_lang", "sample_seed", "batch_size", "grad_accum", "warmup_ratio",
                 "pilot_updates", "pilot_eval_every", "max_new_tokens", "batch_gen")
-# Fields that only the runs named with a prefix depend on.
-RUN_FIELDS = {"ret-": ("retrieval_per_lang", "retrieval_partition"), "merge": ("merge_weights",)}
+# Fields that only the runs named with a prefix depend on: the alignment settings only runs that align.
+ALIGN_FIELDS = ("align_batch_size", "align_layer", "temperature", "pool")
+RUN_FIELDS = {"ret-": ("retrieval_per_lang", "retrieval_partition"), "merge": ("merge_weights", *ALIGN_FIELDS),
+              "joint-": ALIGN_FIELDS, "align-": ALIGN_FIELDS, "ret-joint-": ALIGN_FIELDS,
+              "pilot-pooling": ("aligned", "align_batch_size", "align_layer", "temperature", "pooling_batches")}
 QUICK = SlotStudy(test_per_lang=(1, 2, 1), dev_per_lang=1, updates=2, batch_size=2, grad_accum=1, eval_every=2,
                   align_batch_size=4, seeds=(0, 1), max_new_tokens=4, batch_gen=8, pilot_lrs=(5e-4,), pilot_updates=2,
                   pilot_eval_every=1, bootstrap=50, other=("de", "fr"), retrieval_per_lang=6,
-                  retrieval_partition="train", merge_weights=(0.5, 0.9))  # the excerpts' `dev` holds one id
+                  retrieval_partition="train", merge_weights=(0.5, 0.9), pooling_batches=2)  # excerpts' `dev`: one id
 
 
 def study_dtype() -> str:
@@ -263,6 +273,37 @@ class Runner:
             result.update(curves(self.run_dir(log) / "log.jsonl"))
         return self.save(run, result, time.perf_counter() - start)
 
+    def pooling_pilot(self, run: str = "pilot-pooling") -> dict:
+        """Can the alignment objective pull anything at the aligned layer? Per pooling, the base model's loss
+        (InfoNCE, the study's τ) and the cosines of translations and of non-translations, over random
+        micro-batches of the alignment training pairs (the first token of Qwen- and Llama-family models is
+        an attention sink, hundreds of times larger than the rest in middle layers: docs/method.md §1)."""
+        s = self.s
+        if (r := read_result(self.results / f"{run}.json", s.fingerprint(run))) is not None:
+            return r
+        start = time.perf_counter()
+        model, tok = load_for_inference(s.model, dtype=self.dtype)
+        layer = s.align_layer or model.config.num_hidden_layers // 2
+        pairs = load_pairs(self.files()["align"])
+        random.Random(f"{s.sample_seed}-pooling").shuffle(pairs)
+        n, amp = s.align_batch_size, autocast(model.lm_head.weight.device, torch.bfloat16 if self.dtype == "bf16"
+                                                  else torch.float32)
+        result = {"layer": layer, "temperature": s.temperature, "batch_size": n, "pools": {}}
+        for pool in POOLS:
+            losses, same, other = [], [], []
+            for b in range(s.pooling_batches):
+                src, en = encode_pairs(tok, pairs[b * n:(b + 1) * n], AlignConfig.max_length)
+                with torch.no_grad(), amp():
+                    x, y = (pooled_states(model, ids, layer, pool, tok.pad_id) for ids in (src, en))
+                cos = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
+                losses.append(contrastive_loss(x, y, s.temperature).item())
+                same += cos.diag().tolist()
+                other += cos[~torch.eye(len(cos), dtype=torch.bool)].tolist()
+            result["pools"][pool] = {"loss": statistics.mean(losses), "chance_loss": math.log(n),
+                                     "cos_translations": [statistics.mean(same), statistics.stdev(same)],
+                                     "cos_others": [statistics.mean(other), statistics.stdev(other)]}
+        return self.save(run, result, time.perf_counter() - start)
+
     def retrieval(self, run: str, adapter) -> dict:
         """Translation retrieval (paper §2: ratio margin, k = 4) at every layer, both poolings, over all
         directions between the study's 20 locales; per language, the mean of its source and target rows."""
@@ -282,6 +323,7 @@ class Runner:
     def stage(self, name: str) -> None:
         s = self.s
         if name == "pilot":
+            self.pooling_pilot()
             self.evaluate("pilot-base", None, partition="dev")
             for lr in s.pilot_lrs:
                 tag = f"pilot-lr{lr:g}"

@@ -4,6 +4,7 @@ Tatoeba excerpts, and its report recomputed from the predictions stored in the r
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     res = run_quick(tiny_chat_checkpoint, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     results = tmp_path / "results"
-    assert {p.stem for p in results.glob("*.json")} == {"pilot-base", "pilot-lr0.0005", "base", "sft-s0", "sft-s1",
+    assert {p.stem for p in results.glob("*.json")} == {"pilot-pooling", "pilot-base", "pilot-lr0.0005", "base",
+                                                        "sft-s0", "sft-s1",
                                                         "joint-s0", "joint-s1", "ret-base", "ret-sft-s0",
                                                         "ret-joint-s0", "merge-search", "merged"}
     sft = json.loads((results / "sft-s0.json").read_text())
@@ -47,6 +49,13 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     base = json.loads((results / "ret-base.json").read_text())
     assert base["n_sentences"] == 6 and set(base["pools"]) == {"mean", "mean-skip-first"}
     assert len(base["pools"]["mean"]["per_language"]) == 12 and len(base["layers"]) == len(base["pools"]["mean"]["per_layer"])
+    # the pooling pilot: both poolings on micro-batches of the alignment pairs (QUICK: 4 pairs; chance = ln 4)
+    pooling = json.loads((results / "pilot-pooling.json").read_text())
+    assert set(pooling["pools"]) == {"mean", "mean-skip-first"} and pooling["batch_size"] == 4
+    for v in pooling["pools"].values():
+        assert v["chance_loss"] == pytest.approx(math.log(4)) and 0 < v["loss"] < 2 * math.log(4)
+        assert all(-1 <= c[0] <= 1 for c in (v["cos_translations"], v["cos_others"]))
+    assert "Pooling, measured before the joint runs" in text
     search = json.loads((results / "merge-search.json").read_text())
     assert set(search["weights"]) == {"0.5", "0.9"} and search["best_weight"] in (0.5, 0.9)
     assert list((tmp_path / "work").glob("*/align-s0/best/adapter_config.json"))  # trained alone, then merged
@@ -88,3 +97,23 @@ def test_item_counts_sum_to_the_official_f1_and_the_bootstrap_is_paired():
     perfect = [slot_counts(r["utt"], r["annot_utt"], slots_from_annotation(r["annot_utt"]), "de") for r in rows]
     better = bootstrap_delta({0: {"de": perfect}, 1: {"de": perfect}}, arm, ["de"], 200)
     assert better["delta"] == pytest.approx(100 - group_f1({"de": counts}, ["de"])) and better["ci95"][0] > 0
+
+
+def test_a_run_is_fingerprinted_by_the_fields_it_depends_on():
+    from dataclasses import replace
+
+    from slot import SlotStudy
+
+    s = SlotStudy()
+    other_pooling = replace(s, pool="mean")
+    # SFT and zero-shot never align: the alignment settings leave them (and their result files) valid
+    assert s.fingerprint("sft-s0") == other_pooling.fingerprint("sft-s0") == s.fingerprint("base")
+    assert s.fingerprint("joint-s0") != other_pooling.fingerprint("joint-s0")
+    assert s.fingerprint("merged") != other_pooling.fingerprint("merged")
+    # a run's seed is in its name; the seeds the design lists do not change any run
+    assert replace(s, seeds=(0, 1)).fingerprint("joint-s0") == s.fingerprint("joint-s0")
+    assert replace(s, lr=1e-3).fingerprint("sft-s0") != s.fingerprint("sft-s0")
+    assert replace(s, merge_weights=(0.9,)).fingerprint("merge-search") != s.fingerprint("merge-search")
+    assert replace(s, merge_weights=(0.9,)).fingerprint("joint-s0") == s.fingerprint("joint-s0")
+    assert replace(s, retrieval_per_lang=50).fingerprint("ret-base") != s.fingerprint("ret-base")
+    assert replace(s, pilot_updates=60).fingerprint("pilot-base") != s.fingerprint("pilot-base")
