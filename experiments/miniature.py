@@ -49,9 +49,9 @@ from midalign.io import atomic_write_text  # noqa: E402
 from midalign.merging import save_search, search_weight  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from midalign.retrieval import layer_retrieval  # noqa: E402
-from midalign.training import TrainSettings, fit  # noqa: E402
+from midalign.training import TrainSettings  # noqa: E402
 from miniature_report import placement_layers, render  # noqa: E402
-from study import check_report_only, curves, read_result, study_parser  # noqa: E402
+from study import check_report_only, curves, fit_apart, read_result, study_parser  # noqa: E402
 
 STAGES = ("mt", "retrieval", "placement", "merge", "correlation", "unseen")
 
@@ -153,7 +153,7 @@ class Runner:
         s, out = self.s, self.work / name
         if not (out / "last" / "adapter_config.json").is_file():
             f, resume = self.files(), (out / "state").is_dir()
-            fit(TrainSettings(model=s.model, task="mt", mt_direction="to-en", train_data=f["train"], dev_data=f["dev"],
+            fit_apart(TrainSettings(model=s.model, task="mt", mt_direction="to-en", train_data=f["train"], dev_data=f["dev"],
                               batch_size=s.batch_size, align_batch_size=s.align_batch_size, grad_accum=s.grad_accum,
                               max_steps=s.updates, eval_every=s.eval_every, patience=1000, pool=s.pool,
                               temperature=s.temperature, seed=seed, out=out, resume=resume,

@@ -60,9 +60,9 @@ from midalign.metrics import slot_f1  # noqa: E402
 from midalign.precision import autocast, native_bf16  # noqa: E402
 from midalign.registry import DEFAULT_MODEL  # noqa: E402
 from midalign.retrieval import layer_retrieval  # noqa: E402
-from midalign.training import TrainSettings, fit  # noqa: E402
+from midalign.training import TrainSettings  # noqa: E402
 from slot_report import render  # noqa: E402
-from study import check_report_only, curves, read_result, study_parser  # noqa: E402
+from study import check_report_only, curves, fit_apart, read_result, study_parser  # noqa: E402
 
 STAGES = ("pilot", "main", "retrieval", "merge", "more-seeds")
 MAIN_SEEDS = 2  # seeds of stage `main`; the design's others come last (`more-seeds`), as the budget allows
@@ -209,7 +209,7 @@ class Runner:
         s, out, f = self.s, self.run_dir(name), self.files()
         if not (out / "last" / "adapter_config.json").is_file():
             resume = (out / "state").is_dir()
-            fit(TrainSettings(model=s.model, task="slot", train_data=f["train"], train_langs=list(s.supervised),
+            fit_apart(TrainSettings(model=s.model, task="slot", train_data=f["train"], train_langs=list(s.supervised),
                               dev_data=[f["dev"]], batch_size=s.batch_size, max_steps=updates, eval_every=eval_every,
                               patience=1000, lr=lr, warmup_ratio=s.warmup_ratio, seed=seed, dtype=self.dtype, out=out,
                               resume=resume, overwrite=out.exists() and not resume, **extra))

@@ -181,6 +181,11 @@ def main_section(study, get: Callable[[str], dict | None]) -> list[str]:
         cells = [mean_sd([f1(c[l]) for c in by_seed.values()]) for l in langs]
         cells += [mean_sd([group_f1(c, g) for c in by_seed.values()]) for g in groups.values()]
         lines.append(f"| {arm} ({len(by_seed)} seed{'s' * (len(by_seed) > 1)}) | " + " | ".join(cells) + " |")
+    if base and sft:
+        zero, tuned = group_f1(counts["base"][0], study.supervised), [group_f1(c, study.supervised)
+                                                                     for c in counts["SFT"].values()]
+        lines += ["", f"Does fine-tuning teach the task? Supervised languages: zero-shot {zero:.1f} F1, SFT "
+                      f"{mean_sd(tuned)} ({min(tuned) - zero:+.1f} for the weakest seed)."]
     paired = sorted(set(sft) & set(joint))
     if paired:
         lines += ["", f"Joint − SFT ({len(paired)} paired seeds; 95% interval from {study.bootstrap} resamples of "

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from pathlib import Path
 
+from midalign.cli import run
 from midalign.errors import MidalignError
 from midalign.registry import DEFAULT_MODEL
+from midalign.training import TrainSettings, fit
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def fit_quietly(settings: TrainSettings) -> None:
+    """fit() ending as a script does: an error or Ctrl-C in one line (a checkpoint already written stays)."""
+    run(lambda: fit(settings))
+
+
+def fit_apart(settings: TrainSettings) -> Path:
+    """`fit(settings)` in a child process, so that the decoding after it runs in a process that never
+    trained. Measured on the slot study's test decoding, first 3 batches: right after training in the same
+    process (13 GB still resident) 2.4× (SFT seed 0: 114 vs 47 s) and 2.2× (joint seed 0: 166 vs 74 s) as
+    long as in a fresh process."""
+    child = multiprocessing.get_context("spawn").Process(target=fit_quietly, args=(settings,))
+    child.start()
+    child.join()
+    if child.exitcode:
+        raise MidalignError(f"training {settings.out} stopped (exit code {child.exitcode}; its error is printed above); "
+                            "run the study again to resume it")
+    return settings.out / "best"
 
 
 def read_result(path: Path, design: str) -> dict | None:

@@ -117,3 +117,17 @@ def test_a_run_is_fingerprinted_by_the_fields_it_depends_on():
     assert replace(s, merge_weights=(0.9,)).fingerprint("joint-s0") == s.fingerprint("joint-s0")
     assert replace(s, retrieval_per_lang=50).fingerprint("ret-base") != s.fingerprint("ret-base")
     assert replace(s, pilot_updates=60).fingerprint("pilot-base") != s.fingerprint("pilot-base")
+
+
+def test_a_training_run_apart_reports_its_failure_in_the_parent(tiny_chat_checkpoint, tmp_path, capfd):
+    from study import fit_apart
+
+    from midalign.errors import MidalignError
+    from midalign.training import TrainSettings
+
+    settings = TrainSettings(model=str(tiny_chat_checkpoint), task="slot", no_align=True, align_layer=99, max_steps=1,
+                             train_data=[FIXTURES / "massive/1.1/data/en-US.jsonl"], out=tmp_path / "run")
+    with pytest.raises(MidalignError, match="exit code 1"):
+        fit_apart(settings)
+    err = capfd.readouterr().err  # the child ended as a script does: its error in one line, no traceback
+    assert "error: --align-layer 99 is out of range" in err and "Traceback" not in err
