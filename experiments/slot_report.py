@@ -188,7 +188,7 @@ def main_section(study, get: Callable[[str], dict | None]) -> list[str]:
                       f"{mean_sd(tuned)} ({min(tuned) - zero:+.1f} for the weakest seed)."]
     paired = sorted(set(sft) & set(joint))
     if paired:
-        lines += ["", f"Joint − SFT ({len(paired)} paired seeds; 95% interval from {study.bootstrap} resamples of "
+        lines += ["", f"Joint − SFT ({len(paired)} paired seed{'s' * (len(paired) > 1)}; 95% interval from {study.bootstrap} resamples of "
                       f"seeds and test items together; detectable = the difference found with 80% power at α = 0.05):",
                   "", "| group | Δ F1 | 95% interval | one-sided p | detectable | paper (Qwen 2.5) | verdict |",
                   "|---|---|---|---|---|---|---|"]
