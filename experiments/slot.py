@@ -52,6 +52,7 @@ from midalign.data.experiments import MASSIVE_LOCALES  # noqa: E402
 from midalign.adapters import read_adapter  # noqa: E402
 from midalign.align import AlignConfig, contrastive_loss, encode_pairs, pooled_states  # noqa: E402
 from midalign.data.tasks import TASKS, load_massive, load_pairs  # noqa: E402
+from midalign.errors import DataError  # noqa: E402
 from midalign.cli import run  # noqa: E402
 from midalign.evaluation import load_for_inference, predict  # noqa: E402
 from midalign.io import atomic_write_text  # noqa: E402
@@ -188,8 +189,11 @@ class Runner:
         utts = {l: {r["id"]: r["utt"] for r in map(json.loads, f["locales"][l].read_text(encoding="utf-8").splitlines())
                     if r["partition"] == s.retrieval_partition} for l in self.langs()}
         common = sorted(set.intersection(*map(set, utts.values())) - used, key=int)
-        keep = sorted(random.Random(f"{s.sample_seed}-retrieval").sample(common, min(s.retrieval_per_lang, len(common))),
-                      key=int)
+        if len(common) < s.retrieval_per_lang:
+            raise DataError(f"retrieval needs {s.retrieval_per_lang} MASSIVE `{s.retrieval_partition}` ids present in "
+                            f"all {len(utts)} locales and unused by the test and dev samples; there are {len(common)}: "
+                            "lower retrieval_per_lang or choose another retrieval_partition")
+        keep = sorted(random.Random(f"{s.sample_seed}-retrieval").sample(common, s.retrieval_per_lang), key=int)
         return {l: [utts[l][i] for i in keep] for l in self.langs()}
 
     # ------------------------------------------------------------------------------------- runs
@@ -285,6 +289,9 @@ class Runner:
         model, tok = load_for_inference(s.model, dtype=self.dtype)
         layer = s.align_layer or model.config.num_hidden_layers // 2
         pairs = load_pairs(self.files()["align"])
+        if len(pairs) < s.pooling_batches * s.align_batch_size:
+            raise DataError(f"{self.files()['align']}: {len(pairs)} alignment pairs, fewer than the pooling pilot's "
+                            f"{s.pooling_batches} × {s.align_batch_size}: lower pooling_batches")
         random.Random(f"{s.sample_seed}-pooling").shuffle(pairs)
         n, amp = s.align_batch_size, autocast(model.lm_head.weight.device, torch.bfloat16 if self.dtype == "bf16"
                                                   else torch.float32)

@@ -131,3 +131,22 @@ def test_a_training_run_apart_reports_its_failure_in_the_parent(tiny_chat_checkp
         fit_apart(settings)
     err = capfd.readouterr().err  # the child ended as a script does: its error in one line, no traceback
     assert "error: --align-layer 99 is out of range" in err and "Traceback" not in err
+
+
+def test_retrieval_sample_too_large_for_the_parallel_ids_is_an_error_not_a_smaller_sample(tmp_path):
+    from dataclasses import replace
+
+    from slot import QUICK, Runner
+
+    from midalign.errors import DataError
+
+    runner = Runner(QUICK, tmp_path / "results", tmp_path / "work", tmp_path / "data", FIXTURES / "massive",
+                    FIXTURES / "tatoeba-laser")
+    sentences = runner.parallel()  # the excerpts' 8 `train` ids shared by all 12 locales: 6 drawn
+    assert len(sentences) == 12 and {len(v) for v in sentences.values()} == {6}
+    ids = {json.loads(l)["utt"]: json.loads(l)["id"] for l in (FIXTURES / "massive/1.1/data/de-DE.jsonl").read_text().splitlines()}
+    en = {json.loads(l)["id"]: json.loads(l)["utt"] for l in (FIXTURES / "massive/1.1/data/en-US.jsonl").read_text().splitlines()}
+    assert [en[ids[u]] for u in sentences["de"]] == sentences["en"]  # row i is the same utterance in every locale
+    runner.s = replace(QUICK, retrieval_per_lang=9)
+    with pytest.raises(DataError, match="needs 9 MASSIVE `train` ids .* there are 8"):
+        runner.parallel()
