@@ -15,6 +15,7 @@ from midalign.io import atomic_write_text
 from midalign.metrics import slot_counts
 from midalign.stats import pearson
 from miniature_report import plot_scatter
+from study import curves
 
 # Table 10 (Qwen 2.5 7B, F1, SFT → joint) and §4.3: the effect the design is sized against.
 PAPER_ALIGNED = {"cy": (27.0, 36.5), "ja": (67.3, 68.3), "jv": (32.9, 39.6), "sw": (23.5, 30.4), "tl": (57.4, 57.8)}
@@ -24,6 +25,7 @@ PAPER_MERGE = {"supervised": 0.3, "transfer": 1.1}  # Table 6 (Llama 3, task wei
 PAPER_RETRIEVAL = {"Llama 3 8B": (39.1, 39.4, 73.2), "Qwen 2.5 7B": (21.4, 20.9, 20.5)}
 PAPER_CORRELATION = "Pearson r 0.56 (Llama 3) and 0.70 (Qwen 2.5), p < 0.01"  # Fig. 1b
 Z95, Z80 = 1.96, 0.84
+ABORTED = Path("aborted/joint-s0-mean-pooling")  # under the results: the stopped first joint run's log and config
 
 
 def item_counts(result: dict) -> dict[str, list[tuple[int, int, int]]]:
@@ -78,7 +80,7 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
-def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
+def pilot_section(study, get: Callable[[str], dict | None], aborted: list[dict]) -> list[str]:
     base = get("pilot-base")
     runs = [(lr, get(f"pilot-lr{lr:g}")) for lr in study.pilot_lrs]
     if base is None and not any(r for _, r in runs):
@@ -133,7 +135,7 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
                       f"{(Z95 + Z80) * se_al * 2 ** 0.5:.1f} F1 on the aligned group before seed variance — against "
                       f"the paper's +{PAPER_EFFECT['aligned']:.1f} (Qwen 2.5; Llama 3 +3.8). Paired errors (the same "
                       "utterances) make it smaller, seed variance larger; the main section reports the measured one."]
-    lines += pooling_lines(study, get("pilot-pooling"))
+    lines += pooling_lines(study, get("pilot-pooling"), aborted)
     examples = [(name, r) for name, r in [("zero-shot", base), *((f"lr {lr:g}", r) for lr, r in runs)] if r]
     lines += ["", "First predictions (en):", ""]
     for name, r in examples:
@@ -142,8 +144,9 @@ def pilot_section(study, get: Callable[[str], dict | None]) -> list[str]:
     return lines
 
 
-def pooling_lines(study, r: dict | None) -> list[str]:
-    """The pooling pilot: can the alignment loss pull anything at the aligned layer, per pooling?"""
+def pooling_lines(study, r: dict | None, aborted: list[dict]) -> list[str]:
+    """The pooling pilot: can the alignment loss pull anything at the aligned layer, per pooling? `aborted`:
+    the training curve of the first joint run, made with mean pooling and stopped (its log is committed)."""
     if r is None:
         return ["", "Pooling pilot: not run yet (`--stages pilot`)."]
     cos = lambda v: f"{v[0]:.3f} ± {v[1]:.3f}"
@@ -158,8 +161,10 @@ def pooling_lines(study, r: dict | None) -> list[str]:
     return lines + ["", f"With the paper's mean pooling every sentence points the same way (cosine "
                         f"{mean['cos_others'][0]:.3f} between non-translations): the first token's attention-sink "
                         "activation dominates the mean, the loss sits at chance and its gradient has nothing to "
-                        "separate (a first joint run with it left the alignment loss at chance for its first 30 updates "
-                        f"and was stopped). The study aligns with `{study.pool}` pooling (the first token left out), where "
+                        "separate" + (f" (a first joint run with it kept the alignment loss between "
+                                      f"{min(x['align_loss'] for x in aborted):.4f} and "
+                                      f"{max(x['align_loss'] for x in aborted):.4f} for {len(aborted)} updates and was "
+                                      f"stopped; its log is `{ABORTED.as_posix()}/` beside the result files)" if aborted else "") + f". The study aligns with `{study.pool}` pooling (the first token left out), where "
                         "translations and non-translations differ."]
 
 
@@ -188,8 +193,11 @@ def main_section(study, get: Callable[[str], dict | None]) -> list[str]:
                       f"{mean_sd(tuned)} ({min(tuned) - zero:+.1f} for the weakest seed)."]
     paired = sorted(set(sft) & set(joint))
     if paired:
-        lines += ["", f"Joint − SFT ({len(paired)} paired seed{'s' * (len(paired) > 1)}; 95% interval from {study.bootstrap} resamples of "
-                      f"seeds and test items together; detectable = the difference found with 80% power at α = 0.05):",
+        spread = ("seeds and test items together" if len(paired) > 1 else
+                  "test items only: with one seed, training variance is not in the interval yet")
+        lines += ["", f"Joint − SFT ({len(paired)} paired seed{'s' * (len(paired) > 1)}; 95% interval from "
+                      f"{study.bootstrap} resamples of {spread}; detectable = the difference found with 80% power at "
+                      "α = 0.05):",
                   "", "| group | Δ F1 | 95% interval | one-sided p | detectable | paper (Qwen 2.5) | verdict |",
                   "|---|---|---|---|---|---|---|"]
         for name, g in groups.items():
@@ -338,7 +346,7 @@ def render(study, results: Path, report: Path, read: Callable[[Path], dict | Non
             f"Written by `{command}` from the result files in `{results.relative_to(results.parents[2]) if len(results.parents) > 2 else results}` "
             f"(design {study.fingerprint()}, model `{study.model}`). Every F1 below is recomputed from the stored "
             "predictions with the official scorer's rules (`midalign.metrics.slot_counts`).", "",
-            *design_section(study), *pilot_section(study, get), "", *main_section(study, get), "",
+            *design_section(study), *pilot_section(study, get, curves(results / ABORTED / "log.jsonl")["train_curve"]), "", *main_section(study, get), "",
             *retrieval_section(study, get, report.parent), "", *merge_section(study, get), "",
             *cost_section(results, read), ""]
     atomic_write_text(report, "\n".join(text))
