@@ -150,3 +150,15 @@ def test_retrieval_sample_too_large_for_the_parallel_ids_is_an_error_not_a_small
     runner.s = replace(QUICK, retrieval_per_lang=9)
     with pytest.raises(DataError, match="needs 9 MASSIVE `train` ids .* there are 8"):
         runner.parallel()
+
+
+def test_well_formed_answers_are_none_or_typed_values_only():
+    from slot_report import well_formed
+
+    # the answer format of the slot prompt (midalign.data.tasks): `type: value; type: value` or `None`
+    assert well_formed("None") and well_formed(" none\n") and well_formed("time: five am")
+    assert well_formed("date: today; time: five am")
+    # the base model's zero-shot answers on MASSIVE test (experiments/results/slot/base.json)
+    assert not well_formed("song name") and not well_formed('["song name"]') and not well_formed("entity, song name")
+    assert not well_formed("date: today; junk") and not well_formed("")
+
