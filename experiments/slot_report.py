@@ -6,6 +6,7 @@ and a verdict; then retrieval (Table 2's column), its correlation with transfer 
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from pathlib import Path
@@ -276,6 +277,14 @@ def retrieval_section(study, get: Callable[[str], dict | None], figures: Path) -
                         "; ".join(rows) + f". Paper: {PAPER_CORRELATION}.", "", f"![correlation]({path.name})"]
 
 
+def align_loss_span(result: dict | None, k: int = 10) -> str:
+    """A run's alignment loss, the mean of its first and of its last k updates (from the stored curve)."""
+    losses = [x["align_loss"] for x in (result or {}).get("train_curve", []) if "align_loss" in x]
+    if len(losses) < 2 * k:
+        return "not recorded"
+    return f"{statistics.mean(losses[:k]):.3f} → {statistics.mean(losses[-k:]):.3f}"
+
+
 def merge_section(study, get: Callable[[str], dict | None]) -> list[str]:
     search, merged = get("merge-search"), get("merged")
     title = "## Merging an alignment-only adapter into the SFT adapter (§6.3, Table 6)"
@@ -286,8 +295,11 @@ def merge_section(study, get: Callable[[str], dict | None]) -> list[str]:
     dev = ", ".join(f"{w}: {v['score']:.1f}" for w, v in search["weights"].items())
     lines = [title, "", f"The alignment-only adapter is trained on the joint run's alignment micro-batches without "
              f"the task ({study.updates} updates, seed {seed}); merged linearly with SFT seed {seed}'s adapter at task "
-             f"weight w and 1 − w for the alignment one. w chosen by mean dev F1 over the supervised languages: "
-             f"**{search['best_weight']}** ({dev}; the paper chose 0.9).", ""]
+             f"weight w and 1 − w for the alignment one. w chosen by mean F1 over the supervised languages on the "
+             f"{study.dev_per_lang} `dev` utterances per language that also select the adapters' checkpoints: "
+             f"**{search['best_weight']}** ({dev}; the paper chose 0.9). Alignment loss (mean of the first / last 10 "
+             f"updates; chance ln {study.align_batch_size} = {math.log(study.align_batch_size):.3f}): alignment-only "
+             f"{align_loss_span(merged)}, joint {align_loss_span(joint)}.", ""]
     if not sft:
         return lines + [f"SFT seed {seed}: not run yet."]
     groups = transfer_groups(study)

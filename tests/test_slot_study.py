@@ -162,3 +162,13 @@ def test_well_formed_answers_are_none_or_typed_values_only():
     assert not well_formed("song name") and not well_formed('["song name"]') and not well_formed("entity, song name")
     assert not well_formed("date: today; junk") and not well_formed("")
 
+
+
+def test_align_loss_span_means_the_first_and_last_updates_of_the_stored_curve():
+    from slot_report import align_loss_span
+
+    curve = [{"step": i + 1, "align_loss": 3.0 if i < 2 else 1.0 if i >= 4 else 2.0} for i in range(6)]
+    assert align_loss_span({"train_curve": curve}, k=2) == "3.000 → 1.000"
+    assert align_loss_span({"train_curve": curve[:3]}, k=2) == "not recorded"  # too short to have both ends
+    assert align_loss_span({"train_curve": [{"step": 1, "task_loss": 1.0}] * 4}, k=2) == "not recorded"  # SFT
+    assert align_loss_span(None) == "not recorded"
