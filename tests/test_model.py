@@ -38,6 +38,19 @@ def test_logits_and_every_hidden_state_match_transformers(tiny_checkpoint):
     torch.testing.assert_close(early.hidden_states[L], hf.hidden_states[L], atol=ATOL, rtol=0)
 
 
+def test_the_last_positions_reach_the_lm_head_contiguous_when_the_weights_are_frozen(tiny_checkpoint):
+    # torch's matmul of a strided (B, n, d) slice with a weight that needs no grad (every base weight under
+    # LoRA) copies the whole (vocab × d) weight once per row: on a real vocabulary, seconds per prefill
+    model = load_model(tiny_checkpoint, device="cpu").requires_grad_(False)
+    seen = []
+    model.lm_head.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    ids = random_ids(3, 11)
+    with torch.inference_mode():
+        last, every = model(ids, logits_to_keep=2).logits, model(ids).logits
+    assert seen == [True, True]
+    torch.testing.assert_close(last, every[:, -2:], atol=ATOL, rtol=0)
+
+
 def test_stop_after_layer_runs_only_the_needed_layers(tiny_checkpoint):
     model = load_model(tiny_checkpoint, device="cpu")
     ids = random_ids(2, 9)
