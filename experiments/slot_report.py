@@ -16,7 +16,7 @@ from midalign.io import atomic_write_text
 from midalign.metrics import slot_counts
 from midalign.stats import pearson
 from miniature_report import plot_scatter
-from study import curves
+from study import curves, training_seconds
 
 # Table 10 (Qwen 2.5 7B, F1, SFT → joint) and §4.3: the effect the design is sized against.
 PAPER_ALIGNED = {"cy": (27.0, 36.5), "ja": (67.3, 68.3), "jv": (32.9, 39.6), "sw": (23.5, 30.4), "tl": (57.4, 57.8)}
@@ -354,7 +354,7 @@ def cost_section(results: Path, read: Callable[[Path], dict | None]) -> list[str
              "| run | precision | training | decoding / other | s / answer | machine |", "|---|---|---|---|---|---|"]
     total = 0.0
     for name, r in runs:
-        train = (r.get("train_curve") or [{}])[-1].get("elapsed_s", 0.0)
+        train = training_seconds(r.get("train_curve") or [])
         decode = r["generation"]["seconds"] if "generation" in r else r["seconds"]  # retrieval, the weight search
         answers = sum(len(v) for v in r.get("items", {}).values())
         total += train + decode

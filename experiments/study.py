@@ -54,6 +54,17 @@ def curves(log: Path) -> dict:
                             for r in records if not r.get("eval") and "step" in r]}
 
 
+def training_seconds(curve: list[dict]) -> float:
+    """A run's training time from its stored curve. Before the training clock went on across a resume
+    (2026-12-02), a resumed run's `elapsed_s` restarted from 0: each such restart adds the time before it."""
+    total = last = 0.0
+    for r in curve:
+        if r.get("elapsed_s", last) < last:
+            total += last
+        last = r.get("elapsed_s", last)
+    return total + last
+
+
 def check_report_only(args) -> None:
     """--report-only rewrites the report from --results alone: a folder that is not there (a typo) is an
     error, never a report that says nothing was run."""

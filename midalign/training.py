@@ -296,6 +296,15 @@ def open_run(args: TrainSettings, world: World, start: int, settings: dict):
     return open(out / "log.jsonl", "a", buffering=1)
 
 
+def logged_seconds(out: Path) -> float:
+    """Seconds of training the log in `out` records (its last update's; 0 when it has none): a resumed
+    run's clock goes on from there, so `elapsed_s` stays the run's training time."""
+    log = out / "log.jsonl"
+    times = [r["elapsed_s"] for r in map(json.loads, log.read_text().splitlines()) if "elapsed_s" in r] \
+        if log.is_file() else []
+    return times[-1] if times else 0.0
+
+
 def micro_batch_loss(kind: str, index: int, model, tok, data: RunData, args, world: World, gather) -> torch.Tensor:
     """The loss of this rank's share of global micro-batch `index` of objective `kind` (task or alignment)."""
     device = model.lm_head.weight.device
@@ -365,7 +374,7 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     # the bar is closed on an error or Ctrl-C too, before the one-line message
     with tqdm(total=total, initial=start, desc="train", unit="step", disable=not world.main) as bar:
         say = bar.write if world.main else (lambda text: None)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - (logged_seconds(out) if log else 0.0)
         for step in range(start + 1, total + 1):
             lr = inverse_sqrt_lr(step, args.lr, warmup)
             for group in optimizer.param_groups:

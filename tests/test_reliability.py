@@ -71,9 +71,13 @@ def test_ctrl_c_is_one_line_and_resume_continues_exactly(tiny_chat_checkpoint, u
     assert res.returncode == 130, res.stderr
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C); files written so far are complete"
+    ran = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "elapsed_s" in r]
     res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
     assert res.returncode == 0, res.stderr
     assert adapters_equal(full / "last", out / "last") and log_rows(full) == log_rows(out)
+    # the clock goes on from the last kept update: elapsed_s is the run's training time, never reset
+    seconds = [r["elapsed_s"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "elapsed_s" in r]
+    assert len(ran) >= 2 and seconds == sorted(seconds)
 
 
 def test_every_script_ends_a_user_error_or_an_interrupt_through_cli_run():

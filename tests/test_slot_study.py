@@ -172,3 +172,12 @@ def test_align_loss_span_means_the_first_and_last_updates_of_the_stored_curve():
     assert align_loss_span({"train_curve": curve[:3]}, k=2) == "not recorded"  # too short to have both ends
     assert align_loss_span({"train_curve": [{"step": 1, "task_loss": 1.0}] * 4}, k=2) == "not recorded"  # SFT
     assert align_loss_span(None) == "not recorded"
+
+
+def test_training_seconds_add_up_a_clock_that_restarted_at_a_resume():
+    from study import training_seconds
+
+    # as sft-s1 of the slot study: stopped after update 101, resumed from update 100's state, clock from 0
+    assert training_seconds([{"elapsed_s": 10.0}, {"elapsed_s": 20.0}, {"elapsed_s": 5.0}, {"elapsed_s": 8.0}]) == 28.0
+    assert training_seconds([{"elapsed_s": 1.0}, {"elapsed_s": 3.0}]) == 3.0  # one clock: its last value
+    assert training_seconds([]) == 0.0 and training_seconds([{"step": 1}]) == 0.0
