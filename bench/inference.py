@@ -8,6 +8,9 @@ on MASSIVE test utterances, tokenized once by this tree and handed to both trees
   adapter  one forward of 16 slot prompts through every layer (retrieve.py's pass, all hidden states):
            the base model; with an adapter applied unmerged (the LoRA factors at every projection, as
            before); the same adapter merged into the weights (as inference runs now)
+  prefill  greedy decoding of 16 slot prompts, 16 new tokens (no early stop; the prefill dominates) by the
+           base model and with a merged adapter (frozen base weights, as every evaluation of an adapter),
+           in bf16, by the earlier commit (--prefill-ref) and this tree
   decode   greedy decoding of 8 slot prompts, 64 new tokens (no early stop): the earlier commit in fp32;
            this tree in fp32 and in bf16 (bf16 weights under bf16 autocast)
   batch    evaluation as the studies run it (`predict`: length-sorted batches, stop at the end of turn)
@@ -32,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("cy-GB", "ja-JP", "sw-KE", "en-US")  # the aligned languages, where the study's test items are, and English
 BATCHES = (8, 16, 32)
+PARTS = ("adapter", "prefill", "decode", "batch", "gemm")
 
 
 def child(tree: Path, job: dict) -> dict:
@@ -50,7 +54,7 @@ def child(tree: Path, job: dict) -> dict:
     prompts = job["prompts"]
     if job["kind"] == "gemm":
         return gemm_profile(model, job["reps"])
-    if job["kind"] == "adapter":
+    if job["kind"] in ("adapter", "prefill"):
         from midalign.lora import LoRAConfig, apply_lora, lora_modules, merge_lora
         from midalign.retrieval import embed_layers
 
@@ -63,7 +67,8 @@ def child(tree: Path, job: dict) -> dict:
             if job["variant"] == "merged":
                 merge_lora(model)
         layers = list(range(model.config.num_hidden_layers + 1))
-        step = lambda: embed_layers(model, prompts, layers, ("mean",), 16, 0)
+        step = (lambda: embed_layers(model, prompts, layers, ("mean",), 16, 0)) if job["kind"] == "adapter" else \
+            (lambda: greedy_generate(model, prompts, 16, eos_ids=[-1], pad_id=0))
     elif job["kind"] == "decode":
         step = lambda: greedy_generate(model, prompts, 64, eos_ids=[-1], pad_id=0)
     else:  # batch: the evaluation path, real stops
@@ -120,6 +125,19 @@ def measure(tree: Path, job: dict) -> dict:
     return result
 
 
+def worktree(ref: str):
+    """(label, tree) for the earlier commit `ref` (checked out in a temporary git worktree while it is
+    measured) and then this tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "ref"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), ref], cwd=ROOT, check=True)
+        try:
+            yield ref, tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+    yield "this tree", ROOT
+
+
 def slot_prompts(massive: Path, model: str, n: int) -> list[list[int]]:
     """n random MASSIVE test utterances of LOCALES (fixed seed) as the slot task's chat prompts."""
     sys.path.insert(0, str(ROOT))
@@ -137,7 +155,11 @@ def main() -> None:
     p.add_argument("--massive", type=Path, help="prepared MASSIVE folder (python -m midalign.data fetch massive)")
     p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--ref", default="6999310", help="the earlier commit to compare decoding with")
+    p.add_argument("--prefill-ref", default="1fae5c0",
+                   help="the earlier commit to compare decoding with an adapter with (before the LM head's input "
+                        "was made contiguous)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements (default all)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -147,38 +169,46 @@ def main() -> None:
         p.error("--massive is required")
     prompts = slot_prompts(args.massive, args.model, 64)
     job = lambda **kw: {"model": args.model, "reps": args.reps, "dtype": "fp32", **kw}
-    adapter = {v: measure(ROOT, job(kind="adapter", variant=v, prompts=prompts[:16]))["seconds"]
-               for v in ("base", "unmerged", "merged")}
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = Path(tmp) / "ref"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(ref), args.ref], cwd=ROOT, check=True)
-        try:
-            before = measure(ref, job(kind="decode", tree=args.ref, prompts=prompts[:8]))["seconds"]
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(ref)], cwd=ROOT, check=True)
-    decode = {d: measure(ROOT, job(kind="decode", tree="this", dtype=d, prompts=prompts[:8]))["seconds"]
-              for d in ("fp32", "bf16")}
-    batch = {(d, b): measure(ROOT, job(kind="batch", dtype=d, batch=b, prompts=prompts, reps=1))
-             for d in ("fp32", "bf16") for b in BATCHES}
-    gemm = {d: measure(ROOT, job(kind="gemm", dtype=d, prompts=[], reps=20)) for d in ("fp32", "bf16")}
-    tps = lambda s: 8 * 64 / s
-    lines = [
-        "| adapter (forward, 16 prompts, every layer, fp32) | seconds | against the base model |", "|---|---|---|",
-        *(f"| {v} | {s:.2f} | {s / adapter['base']:.3f}× |" for v, s in adapter.items()), "",
-        "| decoding (8 prompts × 64 new tokens) | seconds | new tokens/s | against the earlier commit |",
-        "|---|---|---|---|",
-        f"| {args.ref} (before), fp32 | {before:.2f} | {tps(before):.1f} | 1.00× |",
-        *(f"| this tree, {d} | {s:.2f} | {tps(s):.1f} | **{before / s:.2f}×** |" for d, s in decode.items()), "",
-        "| evaluation of 64 slot prompts | " + " | ".join(f"batch {b}" for b in BATCHES) + " |",
-        "|---" * (1 + len(BATCHES)) + "|",
-        *(f"| {d}: seconds per answer (new tokens) | " + " | ".join(
-            f"{batch[d, b]['seconds'] / 64:.2f} ({batch[d, b]['new_tokens']})" for b in BATCHES) + " |"
-          for d in ("fp32", "bf16")), "",
-        "| one decoding step's matrix products (ms) | " + " | ".join(
-            f"{d}, {b} rows" for d in ("fp32", "bf16") for b in BATCHES) + " |",
-        "|---" * (1 + 2 * len(BATCHES)) + "|",
-        *(f"| {name} | " + " | ".join(f"{gemm[d]['ms'][f'{b} {name}']:.2f}" for d in ("fp32", "bf16") for b in BATCHES)
-          + " |" for name in [*gemm["fp32"]["matrices"], "step"])]
+    lines: list[str] = []
+    if "adapter" in args.parts:
+        adapter = {v: measure(ROOT, job(kind="adapter", variant=v, prompts=prompts[:16]))["seconds"]
+                   for v in ("base", "unmerged", "merged")}
+        lines += ["| adapter (forward, 16 prompts, every layer, fp32) | seconds | against the base model |",
+                  "|---|---|---|", *(f"| {v} | {s:.2f} | {s / adapter['base']:.3f}× |" for v, s in adapter.items()),
+                  ""]
+    if "prefill" in args.parts:
+        pre = {(t, v): measure(tree, job(kind="prefill", variant=v, dtype="bf16", tree=t, prompts=prompts[:16]))
+               ["seconds"] for t, tree in worktree(args.prefill_ref) for v in ("base", "merged")}
+        lines += ["| decoding, 16 prompts × 16 new tokens, bf16 | base model (s) | merged adapter (s) | "
+                  "adapter against base |", "|---|---|---|---|",
+                  *(f"| {t} | {pre[t, 'base']:.2f} | {pre[t, 'merged']:.2f} | "
+                    f"{pre[t, 'merged'] / pre[t, 'base']:.2f}× |" for t in (args.prefill_ref, "this tree")), ""]
+    if "decode" in args.parts:
+        decode = {t: measure(tree, job(kind="decode", tree=t, prompts=prompts[:8]))["seconds"]
+                  for t, tree in worktree(args.ref)}
+        decode["this tree, bf16"] = measure(ROOT, job(kind="decode", tree="this", dtype="bf16",
+                                                      prompts=prompts[:8]))["seconds"]
+        before, tps = decode[args.ref], lambda s: 8 * 64 / s
+        lines += ["| decoding (8 prompts × 64 new tokens) | seconds | new tokens/s | against the earlier commit |",
+                  "|---|---|---|---|",
+                  *(f"| {t}{', fp32' if 'bf16' not in t else ''} | {s:.2f} | {tps(s):.1f} | "
+                    f"**{before / s:.2f}×** |" for t, s in decode.items()), ""]
+    if "batch" in args.parts:
+        batch = {(d, b): measure(ROOT, job(kind="batch", dtype=d, batch=b, prompts=prompts, reps=1))
+                 for d in ("fp32", "bf16") for b in BATCHES}
+        lines += ["| evaluation of 64 slot prompts | " + " | ".join(f"batch {b}" for b in BATCHES) + " |",
+                  "|---" * (1 + len(BATCHES)) + "|",
+                  *(f"| {d}: seconds per answer (new tokens) | " + " | ".join(
+                      f"{batch[d, b]['seconds'] / 64:.2f} ({batch[d, b]['new_tokens']})" for b in BATCHES) + " |"
+                    for d in ("fp32", "bf16")), ""]
+    if "gemm" in args.parts:
+        gemm = {d: measure(ROOT, job(kind="gemm", dtype=d, prompts=[], reps=20)) for d in ("fp32", "bf16")}
+        lines += ["| one decoding step's matrix products (ms) | " + " | ".join(
+                      f"{d}, {b} rows" for d in ("fp32", "bf16") for b in BATCHES) + " |",
+                  "|---" * (1 + 2 * len(BATCHES)) + "|",
+                  *(f"| {name} | " + " | ".join(f"{gemm[d]['ms'][f'{b} {name}']:.2f}" for d in ("fp32", "bf16")
+                                                for b in BATCHES) + " |"
+                    for name in [*gemm["fp32"]["matrices"], "step"])]
     print("\n".join(lines))
 
 
