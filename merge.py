@@ -11,7 +11,7 @@
                   that transformers and midalign both load.
 --search W …      the paper's choice of the task weight (§6.3: 0.9 among 0.5, 0.7, 0.9 on the MASSIVE dev
                   set): merge with weights (W, 1 - W) for each W, score each merged model on --dev-data,
-                  keep the best in --out; every weight's scores go to --out/search.json.
+                  keep the best in --out; every weight's scores and predictions go to --out/search.json.
 
     python merge.py --adapters runs/slot/best runs/align/best --search 0.5 0.7 0.9 \
         --task slot --dev-data massive/ --limit 100 --out runs/merged

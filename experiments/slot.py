@@ -251,9 +251,13 @@ class Runner:
             adapters = [read_adapter(self.sft(seed)), read_adapter(self.align_only(seed))]
             start = time.perf_counter()
             model, tok = load_for_inference(s.model, dtype=self.dtype)
+            dev = self.files()["dev"]
+            examples = load_massive(dev, "dev")
             merged, record = search_weight(model, tok, adapters, s.merge_weights, "linear", TASKS["slot"],
-                                           load_massive(self.files()["dev"], "dev"), s.max_new_tokens, s.batch_gen)
+                                           examples, s.max_new_tokens, s.batch_gen)
             save_search(out, merged, record)
+            for scores in record["weights"].values():  # every dev prediction, re-scored by the report
+                scores["items"] = items_by_language(dev, examples, scores.pop("predictions"))
             self.save("merge-search", {**record, "seed": seed}, time.perf_counter() - start)
         return out
 
@@ -266,11 +270,7 @@ class Runner:
         examples = load_massive(self.files()["test" if partition == "test" else "dev"], partition)
         model, tok = load_for_inference(self.s.model, adapter, dtype=self.dtype)
         predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)
-        ids = [json.loads(l)["id"] for l in self.files()["test" if partition == "test" else "dev"].read_text(
-            encoding="utf-8").splitlines()]
-        items: dict[str, list] = {}
-        for i, ex, pred in zip(ids, examples, predictions, strict=True):
-            items.setdefault(ex.lang, []).append([i, ex.user, ex.annot, pred])
+        items = items_by_language(self.files()["test" if partition == "test" else "dev"], examples, predictions)
         per_lang = {l: 100 * slot_f1(*zip(*[(u, a, p) for _, u, a, p in rows]), l)["f1"] for l, rows in items.items()}
         result = {"partition": partition, "per_lang": per_lang, "items": items, "generation": generation}
         if log is not None:
@@ -349,6 +349,16 @@ class Runner:
             self.retrieval(f"ret-joint-s{first}", lambda: self.joint(first))
         elif name == "merge":
             self.evaluate("merged", self.merged, log=f"align-s{s.seeds[0]}")
+
+
+def items_by_language(path: Path, examples: list, predictions: list[str]) -> dict[str, list]:
+    """Per language, [id, utterance, gold annotation, prediction] for each example read from `path` (the
+    compact record from which every reported F1 is recomputed with the official scorer)."""
+    ids = [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
+    items: dict[str, list] = {}
+    for i, ex, pred in zip(ids, examples, predictions, strict=True):
+        items.setdefault(ex.lang, []).append([i, ex.user, ex.annot, pred])
+    return items
 
 
 def sample(path: Path, partition: str, n: int, seed: str) -> list[dict]:

@@ -21,7 +21,8 @@ from midalign.lora import apply_lora, lora_modules, merge_lora, unmerge_lora
 
 def search_weight(model, tok, adapters: Sequence[Adapter], weights: Sequence[float], method: str, task: Task,
                   examples: list[Example], max_new_tokens: int, batch_size: int) -> tuple[Adapter, dict]:
-    """(the best merged adapter, the search record: method, task, best weight, every weight's dev scores)."""
+    """(the best merged adapter, the search record: method, task, best weight, and per weight its dev scores and
+    its predictions, in the order of `examples`, so that the choice can be re-scored from the record)."""
     task_adapter, align_adapter = adapters
     results, best = {}, None
     for w in weights:
@@ -34,7 +35,8 @@ def search_weight(model, tok, adapters: Sequence[Adapter], weights: Sequence[flo
         unmerge_lora(model)
         per_unit = score_units(task, examples, predictions)
         score = sum(s["score"] for s in per_unit.values()) / len(per_unit)
-        results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()}}
+        results[f"{w:g}"] = {"score": score, "per_language": {u: s["score"] for u, s in per_unit.items()},
+                             "predictions": predictions}
         print(f"task weight {w:g}: dev score {score:.2f} (mean over {len(per_unit)} languages)")
         if best is None or score > best[0]:
             best = (score, w, merged)
@@ -43,6 +45,6 @@ def search_weight(model, tok, adapters: Sequence[Adapter], weights: Sequence[flo
 
 
 def save_search(out: Path, merged: Adapter, record: dict) -> None:
-    """The chosen merged adapter and search.json (every weight's scores) in `out`."""
+    """The chosen merged adapter and search.json (every weight's scores and predictions) in `out`."""
     save_adapter(merged, out)
     atomic_write_text(out / "search.json", json.dumps(record, indent=1))

@@ -400,3 +400,5 @@ def test_merge_weight_search_keeps_the_best_on_dev_data(tiny_chat_checkpoint, tm
         assert ev.returncode == 0, ev.stderr
         scores = json.loads((tmp_path / f"eval{w}" / "scores.json").read_text())["per_language"]
         assert found["weights"][w]["score"] == pytest.approx(sum(s["score"] for s in scores.values()) / len(scores))
+        predicted = [json.loads(l)["prediction"] for l in (tmp_path / f"eval{w}" / "predictions.jsonl").open()]
+        assert found["weights"][w]["predictions"] == predicted

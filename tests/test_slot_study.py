@@ -42,7 +42,7 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     assert sft["dtype"] in ("bf16", "fp32") and sft["train_curve"] and sft["dev_curve"]
     text = (tmp_path / "slot.md").read_text()
     # a random tiny model learns nothing: joint − SFT (3 groups) and merged − SFT (2 with a paper number)
-    assert "Not run yet" not in text and text.count("inconclusive") == 5
+    assert "Not run yet" not in text and text.count("| untestable: the two arms agree on every resample |") == 5
     assert (tmp_path / "slot_correlation.png").is_file() and "![correlation](slot_correlation.png)" in text
 
     # retrieval: the same ids in every locale, none tested or selected on, from the design's partition
@@ -58,6 +58,11 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     assert "Pooling, measured before the joint runs" in text
     search = json.loads((results / "merge-search.json").read_text())
     assert set(search["weights"]) == {"0.5", "0.9"} and search["best_weight"] in (0.5, 0.9)
+    from slot_report import f1, item_counts
+    for scores in search["weights"].values():  # every dev prediction stored; the score re-computed from them
+        assert {l: len(v) for l, v in scores["items"].items()} == {l: 1 for l in ("ar", "en", "es", "ru", "zh")}
+        recomputed = sum(f1(c) for c in item_counts(scores).values()) / 5
+        assert recomputed == pytest.approx(scores["score"])
     assert list((tmp_path / "work").glob("*/align-s0/best/adapter_config.json"))  # trained alone, then merged
 
     # a prediction edited to the gold answer changes the report: it is recomputed from the stored items
@@ -77,6 +82,20 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     (results / "sft-s0.json").write_text(json.dumps(sft))
     res = run_quick(tiny_chat_checkpoint, tmp_path)
     assert res.returncode == 1 and "sft-s0.json was made under another design" in res.stderr
+
+
+def test_the_verdict_weighs_the_interval_against_zero_and_the_paper_s_effect():
+    from slot_report import verdict
+
+    b = lambda low, high: {"ci95": [low, high], "detectable": 2.2, "se": 0.8}
+    assert verdict(b(+1.0, +6.0), 4.9) == "holds"
+    assert verdict(b(+1.0, +3.0), 4.9) == "holds, smaller than the paper's +4.9"
+    assert verdict(b(-3.0, -1.0), 4.9) == "contradicted: the difference is negative"
+    # Table 10's aligned languages: 0 inside the interval, the paper's +4.9 above it
+    assert verdict(b(-0.5, +2.6), 4.9).startswith("contradicted at the paper's size: the interval excludes +4.9")
+    assert verdict(b(-4.0, +3.4), 0.7) == "inconclusive: the design resolves 2.2 F1, the paper's effect is +0.7"
+    assert verdict(b(-0.5, +4.9), 4.9).startswith("inconclusive")  # the paper's effect on the boundary: not excluded
+    assert verdict({"ci95": [0, 0], "detectable": 0, "se": 0}, 4.9).startswith("untestable")  # both arms score 0
 
 
 def test_item_counts_sum_to_the_official_f1_and_the_bootstrap_is_paired():
