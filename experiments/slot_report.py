@@ -58,7 +58,7 @@ def bootstrap_delta(joint: dict[int, dict], sft: dict[int, dict], langs, n: int,
                                                               for l, m in sizes.items()}) for _ in range(n))
     se = statistics.stdev(draws)
     return {"delta": observed, "ci95": [draws[int(0.025 * n)], draws[int(0.975 * n) - 1]],
-            "p_le_0": sum(d <= 0 for d in draws) / n, "se": se, "detectable": (Z95 + Z80) * se}
+            "p_le_0": sum(d <= 0 for d in draws) / n, "se": se, "detectable": (Z95 + Z80) * se, "seeds": len(seeds)}
 
 
 def item_se(counts: dict[str, list], langs, n: int, seed: int = 0) -> float:
@@ -74,16 +74,18 @@ def verdict(b: dict, paper: float) -> str:
     interval lies above 0; it is contradicted when the interval lies below 0, or lies below the paper's
     effect while holding 0 (an effect of the paper's size is excluded, a smaller one is not); otherwise the
     data are inconclusive, with the difference the design resolves beside the paper's. Arms that agree on
-    every resample (no spread: both score 0, say) test nothing."""
+    every resample (no spread: both score 0, say) test nothing. A one-seed verdict says that training
+    variance is not in its interval."""
     low, high = b["ci95"]
+    caveat = " (one seed: training variance not in the interval)" if b["seeds"] == 1 else ""
     if b["se"] == 0:
         return "untestable: the two arms agree on every resample"
     if low > 0:
-        return "holds" if high >= paper else f"holds, smaller than the paper's {paper:+.1f}"
+        return ("holds" if high >= paper else f"holds, smaller than the paper's {paper:+.1f}") + caveat
     if high < 0:
-        return "contradicted: the difference is negative"
+        return "contradicted: the difference is negative" + caveat
     if high < paper:
-        return f"contradicted at the paper's size: the interval excludes {paper:+.1f}, not a smaller effect"
+        return f"contradicted at the paper's size: the interval excludes {paper:+.1f}, not a smaller effect" + caveat
     return f"inconclusive: the design resolves {b['detectable']:.1f} F1, the paper's effect is {paper:+.1f}"
 
 
@@ -303,8 +305,7 @@ def merge_section(study, get: Callable[[str], dict | None]) -> list[str]:
         return [title, "", "Not run yet (`--stages merge`)."]
     seed = search["seed"]
     sft, joint = get(f"sft-s{seed}"), get(f"joint-s{seed}")
-    dev = ", ".join(f"{w}: {statistics.mean(f1(c) for c in item_counts(v).values()):.1f}"
-                    for w, v in search["weights"].items())
+    dev = ", ".join(f"{w}: {group_f1(item_counts(v), study.supervised):.1f}" for w, v in search["weights"].items())
     lines = [title, "", f"The alignment-only adapter is trained on the joint run's alignment micro-batches without "
              f"the task ({study.updates} updates, seed {seed}); merged linearly with SFT seed {seed}'s adapter at task "
              f"weight w and 1 − w for the alignment one. w chosen by mean F1 over the supervised languages on the "

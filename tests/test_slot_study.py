@@ -87,7 +87,7 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
 def test_the_verdict_weighs_the_interval_against_zero_and_the_paper_s_effect():
     from slot_report import verdict
 
-    b = lambda low, high: {"ci95": [low, high], "detectable": 2.2, "se": 0.8}
+    b = lambda low, high, seeds=2: {"ci95": [low, high], "detectable": 2.2, "se": 0.8, "seeds": seeds}
     assert verdict(b(+1.0, +6.0), 4.9) == "holds"
     assert verdict(b(+1.0, +3.0), 4.9) == "holds, smaller than the paper's +4.9"
     assert verdict(b(-3.0, -1.0), 4.9) == "contradicted: the difference is negative"
@@ -95,7 +95,10 @@ def test_the_verdict_weighs_the_interval_against_zero_and_the_paper_s_effect():
     assert verdict(b(-0.5, +2.6), 4.9).startswith("contradicted at the paper's size: the interval excludes +4.9")
     assert verdict(b(-4.0, +3.4), 0.7) == "inconclusive: the design resolves 2.2 F1, the paper's effect is +0.7"
     assert verdict(b(-0.5, +4.9), 4.9).startswith("inconclusive")  # the paper's effect on the boundary: not excluded
-    assert verdict({"ci95": [0, 0], "detectable": 0, "se": 0}, 4.9).startswith("untestable")  # both arms score 0
+    assert verdict({"ci95": [0, 0], "detectable": 0, "se": 0, "seeds": 2}, 4.9).startswith("untestable")  # both 0
+    # the merge of Table 6, one seed: the interval [−6.8, +0.2] holds test-item variance only, and says so
+    assert verdict(b(-6.8, +0.2, seeds=1), 1.1) == ("contradicted at the paper's size: the interval excludes +1.1, "
+                                                    "not a smaller effect (one seed: training variance not in the interval)")
 
 
 def test_item_counts_sum_to_the_official_f1_and_the_bootstrap_is_paired():
