@@ -197,19 +197,25 @@ class Runner:
         return {l: [utts[l][i] for i in keep] for l in self.langs()}
 
     # ------------------------------------------------------------------------------------- runs
+    def design(self, run: str) -> str:
+        """The fingerprint of the design that `run` depends on (stamped in its result file)."""
+        return self.s.fingerprint(run)
+
     def run_dir(self, name: str) -> Path:
         """A training's folder, under the fingerprint of the design it depends on."""
-        return self.root / self.s.fingerprint(name) / name
+        return self.root / self.design(name) / name
 
     def save(self, run: str, result: dict, seconds: float) -> dict:
-        result = {**result, "design": self.s.fingerprint(run), "seconds": round(seconds, 1), "dtype": self.dtype,
+        result = {**result, "design": self.design(run), "seconds": round(seconds, 1), "dtype": self.dtype,
                   "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPU cores, "
                              f"native bf16 {native_bf16()}, torch {torch.__version__}"}
         atomic_write_text(self.results / f"{run}.json", json.dumps(result, ensure_ascii=False, indent=1))
         return result
 
-    def adapter(self, name: str, seed: int, extra: dict, updates: int, eval_every: int, lr: float) -> Path:
-        """Train `name` unless it finished (an interrupted training resumes); returns its best adapter."""
+    def adapter(self, name: str, seed: int, extra: dict, updates: int, eval_every: int, lr: float,
+                checkpoint: str = "best") -> Path:
+        """Train `name` unless it finished (an interrupted training resumes); returns its `checkpoint` adapter
+        (`best`: the lowest dev loss; `last`: the last update)."""
         s, out, f = self.s, self.run_dir(name), self.files()
         if not (out / "last" / "adapter_config.json").is_file():
             resume = (out / "state").is_dir()
@@ -217,7 +223,7 @@ class Runner:
                               dev_data=[f["dev"]], batch_size=s.batch_size, max_steps=updates, eval_every=eval_every,
                               patience=1000, lr=lr, warmup_ratio=s.warmup_ratio, seed=seed, dtype=self.dtype, out=out,
                               resume=resume, overwrite=out.exists() and not resume, **extra))
-        return out / "best"
+        return out / checkpoint
 
     def sft(self, seed: int, lr: float | None = None, updates: int | None = None, eval_every: int | None = None,
             name: str | None = None) -> Path:
@@ -261,16 +267,19 @@ class Runner:
             self.save("merge-search", {**record, "seed": seed}, time.perf_counter() - start)
         return out
 
-    def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None) -> dict:
-        """F1 per language of the base model or an adapter (trained first if need be), with every prediction."""
-        if (r := read_result(self.results / f"{run}.json", self.s.fingerprint(run))) is not None:
+    def evaluate(self, run: str, adapter, partition: str = "test", log: str | None = None,
+                 data: str | None = None) -> dict:
+        """F1 per language of the base model or an adapter (trained first if need be), with every prediction;
+        data: the key of the sampled file in `files()` (default: the partition's sample)."""
+        if (r := read_result(self.results / f"{run}.json", self.design(run))) is not None:
             return r
         start = time.perf_counter()
         adapter = adapter() if adapter else None
-        examples = load_massive(self.files()["test" if partition == "test" else "dev"], partition)
+        path = self.files()[data or ("test" if partition == "test" else "dev")]
+        examples = load_massive(path, partition)
         model, tok = load_for_inference(self.s.model, adapter, dtype=self.dtype)
         predictions, generation = predict(model, tok, examples, self.s.max_new_tokens, self.s.batch_gen)
-        items = items_by_language(self.files()["test" if partition == "test" else "dev"], examples, predictions)
+        items = items_by_language(path, examples, predictions)
         per_lang = {l: 100 * slot_f1(*zip(*[(u, a, p) for _, u, a, p in rows]), l)["f1"] for l, rows in items.items()}
         result = {"partition": partition, "per_lang": per_lang, "items": items, "generation": generation}
         if log is not None:
@@ -283,7 +292,7 @@ class Runner:
         micro-batches of the alignment training pairs (the first token of Qwen- and Llama-family models is
         an attention sink, hundreds of times larger than the rest in middle layers: docs/method.md §1)."""
         s = self.s
-        if (r := read_result(self.results / f"{run}.json", s.fingerprint(run))) is not None:
+        if (r := read_result(self.results / f"{run}.json", self.design(run))) is not None:
             return r
         start = time.perf_counter()
         model, tok = load_for_inference(s.model, dtype=self.dtype)
@@ -311,20 +320,24 @@ class Runner:
                                      "cos_others": [statistics.mean(other), statistics.stdev(other)]}
         return self.save(run, result, time.perf_counter() - start)
 
-    def retrieval(self, run: str, adapter) -> dict:
+    def retrieval(self, run: str, adapter, log: str | None = None) -> dict:
         """Translation retrieval (paper §2: ratio margin, k = 4) at every layer, both poolings, over all
-        directions between the study's 20 locales; per language, the mean of its source and target rows."""
-        if (r := read_result(self.results / f"{run}.json", self.s.fingerprint(run))) is not None:
+        directions between the study's 20 locales: per direction (`src-tgt`, one value per layer) and per
+        language (the mean of its source and target rows)."""
+        if (r := read_result(self.results / f"{run}.json", self.design(run))) is not None:
             return r
         start = time.perf_counter()
         model, tok = load_for_inference(self.s.model, adapter() if adapter else None, dtype=self.dtype)
         res = layer_retrieval(model, tok, self.parallel(), list(range(model.config.num_hidden_layers + 1)), POOLS)
         pools = {name: {"per_layer": p["per_layer"], "paper_average": p["paper_average"], "peak_layer": p["peak_layer"],
                         "per_language": {l: [(a + b) / 2 for a, b in zip(v["as_source"], v["as_target"])]
-                                         for l, v in p["per_language"].items()}}
+                                         for l, v in p["per_language"].items()},
+                        "per_direction": {d: [round(a, 4) for a in v] for d, v in p["per_direction"].items()}}
                  for name, p in res["pools"].items()}
-        return self.save(run, {"layers": res["layers"], "n_sentences": res["n_sentences"], "pools": pools},
-                         time.perf_counter() - start)
+        result = {"layers": res["layers"], "n_sentences": res["n_sentences"], "pools": pools}
+        if log is not None:  # the adapter's training curves (its alignment loss against its floor)
+            result.update(curves(self.run_dir(log) / "log.jsonl"))
+        return self.save(run, result, time.perf_counter() - start)
 
     # ----------------------------------------------------------------------------------- stages
     def stage(self, name: str) -> None:
@@ -384,7 +397,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[slot] {stage} ({runner.dtype})", file=sys.stderr)
             runner.stage(stage)
     command = "python experiments/slot.py" + (f" --quick --model {study.model}" if args.quick else "")
-    render(study, args.results, args.report, lambda path: read_result(path, study.fingerprint(path.stem)), command)
+    round2 = None
+    if not args.quick:  # round two's section leads the report (its runner imports this module: imported here)
+        from slot_round2 import RESULTS as ROUND2, for_report, load_design
+        round2 = for_report(load_design(), study, ROUND2)
+    render(study, args.results, args.report, lambda path: read_result(path, study.fingerprint(path.stem)), command,
+           round2)
     print(f"wrote {args.report}")
 
 

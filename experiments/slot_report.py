@@ -16,6 +16,7 @@ from midalign.io import atomic_write_text
 from midalign.metrics import slot_counts
 from midalign.stats import pearson
 from miniature_report import plot_scatter
+from slot_round2_report import section as round2_section
 from study import curves, training_seconds
 
 # Table 10 (Qwen 2.5 7B, F1, SFT → joint) and §4.3: the effect the design is sized against.
@@ -376,13 +377,17 @@ def cost_section(results: Path, read: Callable[[Path], dict | None]) -> list[str
     return lines + ["", f"Total: {total / 3600:.1f} h of CPU wall time."]
 
 
-def render(study, results: Path, report: Path, read: Callable[[Path], dict | None], command: str) -> None:
+def render(study, results: Path, report: Path, read: Callable[[Path], dict | None], command: str,
+           round2: tuple | None = None) -> None:
+    """docs/slot.md: round two's section first when `round2` = (its design, a reader of its results by run
+    name) is given, then round one's."""
     get = lambda run: read(results / f"{run}.json")
+    lead = [*round2_section(*round2), "", "# Round one", ""] if round2 is not None else []
     text = ["# Slot filling on MASSIVE in miniature", "",
             f"Written by `{command}` from the result files in `{results.relative_to(results.parents[2]) if len(results.parents) > 2 else results}` "
             f"(design {study.fingerprint()}, model `{study.model}`). Every F1 below is recomputed from the stored "
             "predictions with the official scorer's rules (`midalign.metrics.slot_counts`).", "",
-            *design_section(study), *pilot_section(study, get, curves(results / ABORTED / "log.jsonl")["train_curve"]), "", *main_section(study, get), "",
+            *lead, *design_section(study), *pilot_section(study, get, curves(results / ABORTED / "log.jsonl")["train_curve"]), "", *main_section(study, get), "",
             *retrieval_section(study, get, report.parent), "", *merge_section(study, get), "",
             *cost_section(results, read), ""]
     atomic_write_text(report, "\n".join(text))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import hf_model, tiny_args, write_tiny_data
-from midalign.align import alignment_loss, contrastive_loss
+from midalign.align import alignment_loss, contrastive_loss, infonce_floor
 from midalign.checkpoint import load_model
 from midalign.data.tasks import Pair, slots_from_annotation
 from midalign.lora import LoRAConfig, apply_lora
@@ -40,6 +40,22 @@ def test_contrastive_loss_equals_hand_computation():
 
     assert contrastive_loss(a, b, tau).item() == pytest.approx(one_way(a, b), rel=1e-6)
     assert contrastive_loss(a, b, tau, symmetric=True).item() == pytest.approx((one_way(a, b) + one_way(b, a)) / 2, rel=1e-6)
+
+
+def test_infonce_floor_is_the_loss_of_a_regular_simplex_and_nothing_reaches_below():
+    n = 16
+    # n unit vectors with pairwise cosine −1/(n−1): the centred basis of R^n, normalised
+    simplex = torch.nn.functional.normalize(torch.eye(n, dtype=torch.float64) - 1 / n, dim=-1)
+    for tau in (0.1, 1.0, 1.5, 2.0):
+        assert infonce_floor(n, tau) == pytest.approx(contrastive_loss(simplex, simplex, tau).item(), rel=1e-4)
+        # any other configuration (random, or a simplex with the positives moved off) lies above it
+        for seed in range(3):
+            x = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+            assert contrastive_loss(x, x + 0.3 * torch.randn_like(x), tau).item() > infonce_floor(n, tau)
+    assert infonce_floor(n, 1.5) == pytest.approx(2.124, abs=1e-3) and infonce_floor(n, 0.1) < 1e-3
+    assert math.log(n) > infonce_floor(n, 100.0) > math.log(n) - 0.01  # at large τ the range closes at chance
+    with pytest.raises(ValueError, match="at least 2"):
+        infonce_floor(1, 1.0)
 
 
 def test_schedule_alternation_accumulation_and_learning_rate():
