@@ -50,7 +50,8 @@ def curves(log: Path) -> dict:
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     return {"dev_curve": [{k: r[k] for k in ("step", "dev_loss", "dev_task_loss", "dev_align_loss") if k in r}
                           for r in records if r.get("eval")],
-            "train_curve": [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s") if k in r}
+            "train_curve": [{k: r[k] for k in ("step", "task_loss", "align_loss", "elapsed_s", "grad_norm",
+                                               "task_grad_norm", "align_grad_norm") if k in r}
                             for r in records if not r.get("eval") and "step" in r]}
 
 

@@ -1,4 +1,5 @@
-"""Training schedule (paper §3, App. D.1; docs/method.md §2, §4): alternation, accumulation, learning rate."""
+"""Training schedule (paper §3, App. D.1; docs/method.md §2, §4): alternation, accumulation, learning rate,
+and each objective's part of an update's gradient."""
 
 from __future__ import annotations
 
@@ -63,3 +64,32 @@ def alignment_batch(by_lang: dict[str, list[Pair]], batch_size: int, index: int,
             if len(batch) == batch_size:
                 break
     return batch
+
+
+class GradientSplit:
+    """Each objective's part of one update's summed gradient, before clipping (joint runs: how strongly the
+    task and the alignment loss pull; paper §3 sums them into one update).
+
+    Call `add(kind)` after each micro-batch's backward: the growth of the accumulated gradients since the
+    previous call is that micro-batch's gradient. `norms()` gives each objective's L2 norm and starts the
+    next update. Gradients are this process's own (under torchrun, before the all-reduce)."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.seen: torch.Tensor | None = None
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+                          for p in self.params])
+
+    def add(self, kind: str) -> None:
+        now = self._flat()
+        step = now if self.seen is None else now - self.seen
+        self.parts[kind] = self.parts[kind] + step if kind in self.parts else step
+        self.seen = now
+
+    def norms(self) -> dict[str, float]:
+        out = {kind: part.norm().item() for kind, part in self.parts.items()}
+        self.seen, self.parts = None, {}
+        return out

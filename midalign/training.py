@@ -42,7 +42,8 @@ from midalign.memory import estimate_training_memory
 from midalign.precision import autocast
 from midalign.registry import DEFAULT_MODEL
 from midalign.rundir import RunLock, check_resume_settings, check_run_folder
-from midalign.schedule import ALIGN, TASK, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
+from midalign.schedule import (ALIGN, TASK, GradientSplit, alignment_batch, inverse_sqrt_lr, micro_batch_kinds,
+                               task_batch)
 from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
 from midalign.state import find_state, load_state, save_state, write_checkpoint
 
@@ -372,6 +373,7 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
 
     # --- the loop: each update sums alternating task / alignment micro-batches (paper §3)
     # the bar is closed on an error or Ctrl-C too, before the one-line message
+    split = GradientSplit(params) if len(set(kinds)) > 1 else None  # joint: each objective's gradient norm
     with tqdm(total=total, initial=start, desc="train", unit="step", disable=not world.main) as bar:
         say = bar.write if world.main else (lambda text: None)
         t0 = time.perf_counter() - (logged_seconds(out) if log else 0.0)
@@ -393,6 +395,8 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
                         " — lower --lr or check the data")
                 (loss / len(kinds)).backward()
                 losses[kind].append(value)
+                if split is not None:
+                    split.add(kind)
             # --- update
             world.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip).item()
@@ -400,7 +404,8 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
             optimizer.zero_grad(set_to_none=True)
             record = {"step": step, "lr": lr, "grad_norm": grad_norm, "elapsed_s": round(time.perf_counter() - t0, 2),
                       **{name: sum(losses[k]) / len(losses[k])
-                         for k, name in ((TASK, "task_loss"), (ALIGN, "align_loss")) if losses[k]}}
+                         for k, name in ((TASK, "task_loss"), (ALIGN, "align_loss")) if losses[k]},
+                      **({f"{k}_grad_norm": v for k, v in split.norms().items()} if split is not None else {})}
             if log:
                 log.write(json.dumps(record) + "\n")
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("loss")})

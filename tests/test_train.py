@@ -16,7 +16,7 @@ from midalign.align import alignment_loss, contrastive_loss, infonce_floor
 from midalign.checkpoint import load_model
 from midalign.data.tasks import Pair, slots_from_annotation
 from midalign.lora import LoRAConfig, apply_lora
-from midalign.schedule import alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
+from midalign.schedule import GradientSplit, alignment_batch, inverse_sqrt_lr, micro_batch_kinds, task_batch
 from midalign.sft import collate, task_loss
 
 ROOT = Path(__file__).parent.parent
@@ -56,6 +56,27 @@ def test_infonce_floor_is_the_loss_of_a_regular_simplex_and_nothing_reaches_belo
     assert math.log(n) > infonce_floor(n, 100.0) > math.log(n) - 0.01  # at large τ the range closes at chance
     with pytest.raises(ValueError, match="at least 2"):
         infonce_floor(1, 1.0)
+
+
+def test_gradient_split_gives_each_objectives_gradient_norm_as_separate_autograd_does():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    params = list(net.parameters())
+    xs = [torch.randn(4, 6) for _ in range(4)]
+    losses = [lambda x: net(x).pow(2).mean(), lambda x: net(x).sin().sum()]  # "task", "align"
+    kinds = ["task", "align", "task", "align"]
+    # reference: each objective's summed gradient alone, from autograd.grad
+    reference = {}
+    for kind, f in zip(("task", "align"), losses):
+        total = sum(f(x) for x, k in zip(xs, kinds) if k == kind) / len(kinds)
+        reference[kind] = torch.cat([g.reshape(-1) for g in torch.autograd.grad(total, params)]).norm().item()
+    split = GradientSplit(params)
+    for _ in range(2):  # two updates: norms() starts each afresh
+        for x, kind in zip(xs, kinds):
+            ((losses[0] if kind == "task" else losses[1])(x) / len(kinds)).backward()
+            split.add(kind)
+        assert split.norms() == pytest.approx(reference, rel=1e-5)
+        net.zero_grad(set_to_none=True)
 
 
 def test_schedule_alternation_accumulation_and_learning_rate():
@@ -137,6 +158,9 @@ def test_train_cli_end_to_end_and_bad_input(tiny_chat_checkpoint, tmp_path):
     steps = [r for r in rows if "eval" not in r]
     evals = [r for r in rows if "eval" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6] and all("task_loss" in r and "align_loss" in r for r in steps)
+    for r in steps:  # each objective's gradient norm before clipping: the total lies between |a − b| and a + b
+        a, b = r["task_grad_norm"], r["align_grad_norm"]
+        assert a > 0 and b > 0 and abs(a - b) - 1e-6 <= r["grad_norm"] <= a + b + 1e-6
     assert [r["step"] for r in evals] == [2, 4, 6]
     assert all(abs(r["dev_loss"] - r["dev_task_loss"] - r["dev_align_loss"]) < 1e-9 for r in evals)
 
