@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midalign.align import POOLING
+from midalign.align import POOLS
 from midalign.cli import add_device_arguments, positive_int, run
 from midalign.evaluation import load_for_inference
 from midalign.data.sources import ensure
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--langs", nargs="+", help="languages (default: the 35 UDHR languages, or all in --data)")
     g = p.add_argument_group("retrieval")
     g.add_argument("--layers", default="all", help="'all' (0..L) or a comma list of HF hidden-state indices")
-    g.add_argument("--pool", nargs="+", choices=POOLING, default=list(POOLING),
+    g.add_argument("--pool", nargs="+", choices=list(POOLS), default=["mean", "mean-skip-first"],
                    help="pooling(s), all computed from the same forward pass")
     g.add_argument("--margin", choices=MARGINS, default="ratio", help="ratio margin (LASER xsim) or plain cosine")
     g.add_argument("--k", type=positive_int, default=4, help="neighbourhood size of the margin")

@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from midalign.align import POOLING
+from midalign.align import LOSSES, POOLS
 from midalign.cli import add_device_arguments, finite_float, positive_float, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, UDHR_TASK_LANGS
@@ -68,15 +68,19 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     g.add_argument("--max-length", type=positive_int, default=DEFAULT.max_length, help="tokens per task example (prompt cut from the left)")
     g = p.add_argument_group("alignment (paper §3)")
     g.add_argument("--no-align", action="store_true", help="task loss only (the SFT baseline)")
-    g.add_argument("--align-layer", type=int, help="decoder layer whose output is aligned (default: middle, L/2)")
+    g.add_argument("--align-layer", type=int, nargs="+",
+                   help="decoder layer(s) whose output is aligned (default: middle, L/2); several: the loss averaged")
     g.add_argument("--align-data", nargs="+", type=Path,
                    help="pair files: TSV lang<TAB>sentence<TAB>english or JSONL {lang,text,en} "
                         "(default: the UDHR train articles of every language version, paired with English)")
     g.add_argument("--align-dev-data", nargs="+", type=Path, help="dev pair files (default: UDHR dev articles)")
     g.add_argument("--align-langs", nargs="+", help="restrict alignment pairs to these languages")
-    g.add_argument("--pool", choices=POOLING, help="mean pooling, or mean without the attention-sink first token")
+    g.add_argument("--pool", choices=list(POOLS), help="pooling of a sentence's states: mean (the paper's), "
+                   "mean-skip-first (without the attention-sink first token), bos (first token), last (last token)")
     g.add_argument("--temperature", type=positive_float, help="InfoNCE temperature τ (paper: 0.1 Llama 3, 1.5 Qwen 2.5)")
-    g.add_argument("--align-symmetric", action="store_true", help="average both directions of the loss")
+    g.add_argument("--align-loss", choices=list(LOSSES), default=DEFAULT.align_loss,
+                   help="the loss on pooled pairs: infonce (non-English anchor, the official code's) or "
+                        "infonce-symmetric (both directions averaged)")
     g.add_argument("--align-dev-batches", type=positive_int, default=DEFAULT.align_dev_batches,
                    help="fixed dev alignment batches per evaluation (the same ones every time)")
     g.add_argument("--align-max-length", type=positive_int, default=DEFAULT.align_max_length,
@@ -107,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
                    help="Llama 3: the template the released official adapters were trained with (no "
                         "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
     args = p.parse_args(argv)
+    if args.align_layer is not None and len(args.align_layer) == 1:  # one layer is recorded as a number
+        args.align_layer = args.align_layer[0]
     command = " ".join(sys.argv if argv is None else ["train.py", *argv])
     return with_preset(TrainSettings(**vars(args), command=command))
 

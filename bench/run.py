@@ -149,7 +149,7 @@ def workload_fn(name: str, impl: str, model, folder, device, sizes: dict):
     """A zero-argument callable running one repetition of the workload; returns work units done."""
     import torch
 
-    from midalign.align import alignment_loss, contrastive_loss, mean_pool
+    from midalign.align import AlignConfig, alignment_loss, contrastive_loss, mean_pool
     from midalign.batching import left_pad, length_sorted_batches
     from midalign.generate import greedy_generate
     from midalign.precision import autocast as precision_autocast
@@ -199,7 +199,7 @@ def workload_fn(name: str, impl: str, model, folder, device, sizes: dict):
         def step():
             with autocast():
                 if impl == "midalign":
-                    loss = alignment_loss(model, src, en, layer, 0.1, "mean", False, pad_id)
+                    loss = alignment_loss(model, src, en, AlignConfig(layer, 0.1, "mean"), pad_id)
                 else:
                     ids, mask = left_pad(src + en, pad_id, device)
                     # logits_to_keep=1 spares the peer the LM head over every position, which the official

@@ -310,7 +310,7 @@ class Runner:
             for b in range(s.pooling_batches):
                 src, en = encode_pairs(tok, pairs[b * n:(b + 1) * n], AlignConfig.max_length)
                 with torch.no_grad(), amp():
-                    x, y = (pooled_states(model, ids, layer, pool, tok.pad_id) for ids in (src, en))
+                    x, y = (pooled_states(model, ids, (layer,), pool, tok.pad_id)[0] for ids in (src, en))
                 cos = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
                 losses.append(contrastive_loss(x, y, s.temperature).item())
                 same += cos.diag().tolist()

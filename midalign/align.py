@@ -1,15 +1,19 @@
-"""The alignment objective at a middle layer (paper §3; docs/method.md §1).
+"""The alignment objective at a middle layer (paper §3; docs/method.md §1), with its pooling and loss as
+records a fork extends by one entry each (docs/method.md §7).
 
-Sentence representation = masked mean of the output of decoder layer i (HF `hidden_states[i]`, no
-final norm) over real tokens. The first token of Llama/Qwen models carries an "attention sink"
-activation hundreds of times larger than the rest in middle layers; `skip_first=True` leaves it out
-(`--pool mean-skip-first`). The loss is InfoNCE over cosine similarities / τ between the batch's
-translations:
+A sentence's representation is a pooling (`POOLS`) of the output of decoder layer i (HF
+`hidden_states[i]`, no final norm) over its real tokens: `mean` (the paper's), `mean-skip-first` (the
+mean without the first token, whose "attention sink" activation is hundreds of times larger than the
+rest in middle layers of Llama/Qwen models), `bos` (the first token: the official code's other option)
+and `last` (the last real token). The loss (`LOSSES`) compares the pooled pairs: InfoNCE over cosine
+similarities / τ between the batch's translations,
 
     L = -1/n Σ_k log softmax_j(cos(h_s_k, h_t_j) / τ)[k]
 
 one-directional as in the official code (non-English side s is the anchor, classified among the
-batch's English sentences t), or symmetric (the mean of both directions).
+batch's English sentences t; gradients reach both sides), or `infonce-symmetric` (the mean of both
+directions). Several layers can be aligned at once: the loss is averaged over them, from one pass that
+stops at the highest.
 """
 
 from __future__ import annotations
@@ -23,19 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from midalign.batching import left_pad
-
-POOLING = ("mean", "mean-skip-first")
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    """The alignment objective's settings (paper §3, App. D.1), passed whole as LoRAConfig is for LoRA."""
-    layer: int  # decoder layer whose output is pooled, 1-based (HF hidden_states[layer])
-    temperature: float  # τ: 0.1 for Llama 3, 1.5 for Qwen 2.5
-    pool: str = "mean"  # or "mean-skip-first": without the attention-sink first token
-    symmetric: bool = False  # average both directions of the loss (the official code: non-English anchor only)
-    batch_size: int = 32  # translation pairs per contrastive micro-batch
-    max_length: int = 128  # tokens kept per sentence
+from midalign.errors import SettingsError
 
 
 def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
@@ -52,6 +44,30 @@ def mean_pool(hidden: Tensor, mask: Tensor, skip_first: bool = False) -> Tensor:
     return (hidden.float() * mask[..., None]).sum(1) / denom
 
 
+def mean_skip_first(hidden: Tensor, mask: Tensor) -> Tensor:
+    """The mean over real tokens without the first (the attention sink); see `mean_pool`."""
+    return mean_pool(hidden, mask, skip_first=True)
+
+
+def first_token(hidden: Tensor, mask: Tensor) -> Tensor:
+    """(B, d) state of each sequence's first real token, in fp32: the official code's `bos` pooling, which
+    takes position 0 of right-padded batches (midalign pads left, so position 0 may be padding)."""
+    index = mask.to(torch.int64).argmax(-1)  # the first 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index].float()
+
+
+def last_token(hidden: Tensor, mask: Tensor) -> Tensor:
+    """(B, d) state of each sequence's last real token, in fp32 (left or right padding alike)."""
+    index = mask.shape[-1] - 1 - mask.to(torch.int64).flip(-1).argmax(-1)  # the last 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index].float()
+
+
+# name → (hidden (B, T, d), mask (B, T)) → (B, d) fp32. A new pooling is one entry: training, the dev loss,
+# retrieval and every script's --pool choices read this table.
+POOLS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mean": mean_pool, "mean-skip-first": mean_skip_first, "bos": first_token, "last": last_token}
+
+
 def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symmetric: bool = False) -> Tensor:
     """InfoNCE on cosine/τ: row k of `anchor` (n, d) must pick row k of `positive` (n, d) among all n.
     Always in fp32, also inside a bf16 autocast region (cosines of near-parallel vectors need it)."""
@@ -62,6 +78,43 @@ def contrastive_loss(anchor: Tensor, positive: Tensor, temperature: float, symme
         if symmetric:
             loss = (loss + F.cross_entropy(logits.T, target)) / 2
     return loss
+
+
+# name → (pooled non-English (n, d), pooled English (n, d), AlignConfig) → scalar. A new loss is one entry.
+LOSSES: dict[str, Callable[[Tensor, Tensor, "AlignConfig"], Tensor]] = {
+    "infonce": lambda src, en, config: contrastive_loss(src, en, config.temperature),
+    "infonce-symmetric": lambda src, en, config: contrastive_loss(src, en, config.temperature, symmetric=True),
+}
+
+
+def choose(kind: str, name: str, table: dict) -> None:
+    """An error naming the choices when `name` is not in `table` (a misspelt pooling or loss never falls
+    back to another)."""
+    if name not in table:
+        raise SettingsError(f"unknown {kind} '{name}': choose from {', '.join(table)}")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """The alignment objective's settings (paper §3, App. D.1), passed whole to the loss and the dev loss."""
+    layer: int | tuple[int, ...]  # decoder layer(s) whose output is pooled, 1-based (HF hidden_states[layer])
+    temperature: float  # τ: 0.1 for Llama 3, 1.5 for Qwen 2.5
+    pool: str = "mean"  # a name in POOLS
+    loss: str = "infonce"  # a name in LOSSES
+    batch_size: int = 32  # translation pairs per contrastive micro-batch
+    max_length: int = 128  # tokens kept per sentence
+
+    def __post_init__(self):
+        choose("pooling", self.pool, POOLS)
+        choose("alignment loss", self.loss, LOSSES)
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise SettingsError(f"temperature {self.temperature}: τ must be a positive number (0.1 and 1.5 in the paper)")
+        if not self.layers or any(isinstance(l, bool) or not isinstance(l, int) or l < 1 for l in self.layers):
+            raise SettingsError(f"alignment layer {self.layer}: decoder layers are counted from 1")
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return (self.layer,) if isinstance(self.layer, int) else tuple(self.layer)
 
 
 def infonce_floor(n: int, temperature: float) -> float:
@@ -77,15 +130,15 @@ def infonce_floor(n: int, temperature: float) -> float:
     return math.log1p((n - 1) * math.exp(-(1 + 1 / (n - 1)) / temperature))
 
 
-def pooled_states(model, token_ids: list[list[int]], layer: int, pool: str = "mean", pad_id: int = 0,
+def pooled_states(model, token_ids: list[list[int]], layers: tuple[int, ...], pool: str = "mean", pad_id: int = 0,
                   max_tokens: int = 1024) -> Tensor:
-    """(N, d) pooled outputs of decoder layer `layer` for N tokenised sentences, with gradients.
+    """(len(layers), N, d) pooled outputs of the decoder `layers` for N tokenised sentences, with gradients.
 
     Sentences are run in length-sorted chunks of about `max_tokens` padded tokens: each sentence's
     representation does not depend on its batch-mates, so this equals one padded batch while wasting
-    little compute on padding. Each pass stops after `layer` (no upper layers, no LM head).
+    little compute on padding. Each pass stops after the highest layer (no upper layers, no LM head).
     """
-
+    choose("pooling", pool, POOLS)
     device = model.lm_head.weight.device
     order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
     chunks, current = [], []
@@ -98,27 +151,29 @@ def pooled_states(model, token_ids: list[list[int]], layer: int, pool: str = "me
     pooled = [None] * len(token_ids)
     for chunk in chunks:
         ids, mask = left_pad([token_ids[i] for i in chunk], pad_id, device)
-        hidden = model(ids, mask, output_hidden_states=[layer], stop_after_layer=layer).hidden_states[layer]
-        for i, row in zip(chunk, mean_pool(hidden, mask, skip_first=pool == "mean-skip-first")):
+        hidden = model(ids, mask, output_hidden_states=list(layers), stop_after_layer=max(layers)).hidden_states
+        rows = torch.stack([POOLS[pool](hidden[layer], mask) for layer in layers], dim=1)  # (chunk, L, d)
+        for i, row in zip(chunk, rows):
             pooled[i] = row
-    return torch.stack(pooled)
+    return torch.stack(pooled, dim=1)
 
 
-def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], layer: int, temperature: float,
-                   pool: str = "mean", symmetric: bool = False, pad_id: int = 0,
+def alignment_loss(model, src_ids: list[list[int]], en_ids: list[list[int]], config: AlignConfig, pad_id: int = 0,
                    gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """Contrastive loss at decoder layer `layer` for n translation pairs (tokenised raw sentences).
+    """The configured loss at the configured layer(s) (their mean) for n translation pairs (tokenised raw
+    sentences); the non-English side first (the official code's anchor).
 
-    The non-English side is the anchor (official code); `symmetric` averages both directions.
     gather: under data parallelism, concatenates the pooled sentences of all ranks so that the
     negatives are the whole global batch (midalign.distributed.World.gather).
     """
-    pooled = pooled_states(model, list(src_ids) + list(en_ids), layer, pool, pad_id)  # (2n, d)
-    n = len(src_ids)
-    src, en = pooled[:n], pooled[n:]
-    if gather is not None:
-        src, en = gather(src), gather(en)
-    return contrastive_loss(src, en, temperature, symmetric)
+    pooled = pooled_states(model, list(src_ids) + list(en_ids), config.layers, config.pool, pad_id)  # (L, 2n, d)
+    n, losses = len(src_ids), []
+    for per_layer in pooled:
+        src, en = per_layer[:n], per_layer[n:]
+        if gather is not None:
+            src, en = gather(src), gather(en)
+        losses.append(LOSSES[config.loss](src, en, config))
+    return torch.stack(losses).mean()
 
 
 def encode_pairs(tok, pairs, max_length: int) -> tuple[list[list[int]], list[list[int]]]:
@@ -131,5 +186,4 @@ def encode_pairs(tok, pairs, max_length: int) -> tuple[list[list[int]], list[lis
 def pairs_loss(model, tok, pairs, config: AlignConfig, gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """`alignment_loss` of translation pairs given as text (midalign.data.tasks.Pair): each side the raw
     sentence with the tokenizer's default special tokens, no chat template, cut to `config.max_length`."""
-    return alignment_loss(model, *encode_pairs(tok, pairs, config.max_length), config.layer, config.temperature, config.pool, config.symmetric, tok.pad_id,
-                          gather)
+    return alignment_loss(model, *encode_pairs(tok, pairs, config.max_length), config, tok.pad_id, gather)

@@ -12,3 +12,7 @@ class DataError(MidalignError, ValueError):
 
 class CheckpointError(MidalignError, RuntimeError):
     """A checkpoint that cannot be found, fetched or loaded; the message says what to do."""
+
+
+class SettingsError(MidalignError, ValueError):
+    """A setting out of range or not among its choices; the message names it and the choices."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from midalign.align import mean_pool
+from midalign.align import POOLS, choose
 from midalign.batching import left_pad, length_sorted_batches
 from midalign.model import CausalLM
 
@@ -64,6 +64,8 @@ def embed_layers(model: CausalLM, token_ids: Sequence[Sequence[int]], layers: Se
     and every pooling computed from the same hidden states.
     """
 
+    for pool in pools:
+        choose("pooling", pool, POOLS)
     device = model.lm_head.weight.device
     last = max(layers)
     out = {p: torch.empty(len(layers), len(token_ids), model.config.hidden_size) for p in pools}
@@ -72,7 +74,7 @@ def embed_layers(model: CausalLM, token_ids: Sequence[Sequence[int]], layers: Se
         hidden = model(ids, mask, output_hidden_states=layers, stop_after_layer=last, logits_to_keep=None).hidden_states
         for pool in pools:
             for li, layer in enumerate(layers):
-                out[pool][li, batch] = mean_pool(hidden[layer], mask, skip_first=pool == "mean-skip-first").cpu()
+                out[pool][li, batch] = POOLS[pool](hidden[layer], mask).cpu()
         if progress is not None:
             progress.update(len(batch))
     return out

@@ -5,9 +5,9 @@
 
 `train.py` is its command line: each flag is a field of TrainSettings (`--align-layer` → `align_layer`).
 Each optimizer update sums `grad_accum` micro-batches alternating task, alignment, task, … The task loss
-is cross-entropy on the answer (+ end-of-turn token); the alignment loss is InfoNCE between mean-pooled
-outputs of decoder layer `align_layer` of translation pairs, computed by a pass that stops at that
-layer. Outputs in `out`: adapters `best/` and `last/` (PEFT format), `state/` for `resume`, `log.jsonl`
+is cross-entropy on the answer (+ end-of-turn token); the alignment loss (`align_loss`, InfoNCE by
+default) compares pooled (`pool`) outputs of decoder layer(s) `align_layer` of translation pairs, computed
+by a pass that stops at the highest. Outputs in `out`: adapters `best/` and `last/` (PEFT format), `state/` for `resume`, `log.jsonl`
 (every step and evaluation), `config.json` (the exact command and settings).
 
 Under torchrun every global micro-batch is split over the processes (midalign/distributed.py);
@@ -89,14 +89,14 @@ class TrainSettings:
     max_length: int = 512
     # alignment (paper §3)
     no_align: bool = False
-    align_layer: int | None = None
+    align_layer: int | list[int] | None = None  # several: the loss averaged over them
     align_data: list[Path] | None = None
     align_dev_data: list[Path] | None = None
     align_langs: list[str] | None = None
     align_dev_split: bool = False  # set by an experiment: hold out dev pairs from its alignment data
     pool: str | None = None
     temperature: float | None = None
-    align_symmetric: bool = False
+    align_loss: str = "infonce"  # a name in midalign.align.LOSSES
     align_dev_batches: int = 8
     align_max_length: int = 128
     align_gather: bool = False
@@ -226,8 +226,8 @@ def memory_line(model, lora_config: LoRAConfig, args: TrainSettings, data: RunDa
     if not args.no_align:
         n = 2 * per_rank(align_rows)
         estimates.append(estimate_training_memory(model.config, lora_config, dtype, n, args.align_max_length,
-                                                  layers=args.align_layer, grad_checkpoint=args.grad_checkpoint))
-        passes.append(f"alignment {n} × ≤{args.align_max_length} tokens to layer {args.align_layer}")
+                                                  layers=max(align_layers(args)), grad_checkpoint=args.grad_checkpoint))
+        passes.append(f"alignment {n} × ≤{args.align_max_length} tokens to layer {max(align_layers(args))}")
     worst = max(estimates, key=lambda e: e.total)
     return f"[memory] estimate per process ({'; '.join(passes)}): {worst.describe()}"
 
@@ -250,16 +250,24 @@ def load_run_data(args: TrainSettings, tok) -> RunData:
         raise DataError(f"no task training examples (task {args.task}, languages {args.train_langs or 'default'})")
     pairs, dev_pairs = ([], []) if args.no_align else alignment_pairs(
         args.align_data, args.align_dev_data, args.align_langs, args.align_dev_split, args.seed)
-    align = AlignConfig(args.align_layer, args.temperature, args.pool, args.align_symmetric, args.align_batch_size,
+    align = AlignConfig(align_layers(args), args.temperature, args.pool, args.align_loss, args.align_batch_size,
                         args.align_max_length)
     return RunData(EncodedExamples(train_task, tok, args.max_length), EncodedExamples(dev_task, tok, args.max_length),
                    group_pairs(pairs), len(pairs), dev_pairs, align)
 
 
+def align_layers(args: TrainSettings) -> tuple[int, ...]:
+    """The aligned layer(s) as a tuple (`align_layer` is one layer or a list)."""
+    return tuple(args.align_layer) if isinstance(args.align_layer, (list, tuple)) else (args.align_layer,)
+
+
 def check_settings(args: TrainSettings, n_layers: int, world: World) -> None:
     """Settings errors, raised before anything is downloaded or written."""
-    if not 1 <= args.align_layer <= n_layers:
-        raise DataError(f"--align-layer {args.align_layer} is out of range: this model has decoder layers 1..{n_layers}")
+    if not args.no_align:  # the pooling and loss names, τ and layers, before any work
+        AlignConfig(align_layers(args), args.temperature, args.pool, args.align_loss)
+    for layer in align_layers(args):
+        if not 1 <= layer <= n_layers:
+            raise DataError(f"--align-layer {layer} is out of range: this model has decoder layers 1..{n_layers}")
     if args.align_only and args.no_align:
         raise DataError("--align-only with --no-align leaves nothing to train")
     for flag, size in (("--batch-size", args.batch_size), ("--align-batch-size", args.align_batch_size)):
@@ -447,7 +455,8 @@ def announce(args: TrainSettings, model, lora_config: LoRAConfig, data: RunData,
     """The run's summary and memory estimate (rank 0), and a warning when there is no dev data."""
     if not world.main:
         return
-    alignment = "off" if args.no_align else (f"at layer {args.align_layer}/{model.config.num_hidden_layers}: "
+    alignment = "off" if args.no_align else (f"at layer {'+'.join(map(str, align_layers(args)))}/"
+                                             f"{model.config.num_hidden_layers} ({args.pool}, {args.align_loss}): "
                                              f"{data.n_pairs} pairs in {len(data.pairs_by_lang)} languages")
     task = ("task off (--align-only)" if args.align_only else
             f"task {args.task}: {len(data.task)} train / {len(data.dev_task)} dev examples")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from conftest import TEST_DEVICE, hf_model, tiny_args, write_tiny_data
 from midalign.adapters import adapter_from_model, merge_adapters, read_adapter, save_adapter, load_adapter
-from midalign.align import alignment_loss, contrastive_loss, mean_pool
+from midalign.align import AlignConfig, alignment_loss, contrastive_loss, mean_pool
 from midalign.batching import left_pad
 from midalign.checkpoint import load_model
 from midalign.lora import LoRAConfig, apply_lora, lora_modules
@@ -91,7 +91,7 @@ def test_alignment_micro_batch_in_bf16_equals_transformers_peft(tiny_checkpoint,
     en = [torch.randint(3, 128, (n,), generator=g).tolist() for n in (6, 8, 3, 9)]
     layer = 2
     with AMP():
-        loss = alignment_loss(ours, src, en, layer, temperature=0.1)
+        loss = alignment_loss(ours, src, en, AlignConfig(layer, temperature=0.1))
         ids, mask = left_pad(src + en, 0, TEST_DEVICE)
         hidden = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         # the reference: masked mean and InfoNCE written out in fp32 from transformers' hidden states

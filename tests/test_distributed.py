@@ -69,18 +69,18 @@ def test_per_rank_negatives_average_each_ranks_own_contrastive_loss(runs, tiny_c
     from midalign.data.assemble import group_pairs
     from midalign.data.tasks import load_pairs
     from midalign.schedule import alignment_batch
+    from midalign.align import AlignConfig
     from midalign.tokenizer import ChatTokenizer
 
     data, folder = runs
     args = trainer.parse_args(tiny_args(tiny_chat_checkpoint, data, folder / "x"))
     model, tok = load_model(tiny_chat_checkpoint, device="cpu"), ChatTokenizer(tiny_chat_checkpoint)
     batch = alignment_batch(group_pairs(load_pairs(data["pairs"])), args.align_batch_size, 0, args.seed)
+    config = AlignConfig(args.align_layer, args.temperature, args.pool)  # one layer: train.py records a number
     with torch.no_grad():  # update 1 runs the base model (LoRA B = 0, no dropout)
-        per_rank = [alignment_loss(model, *encode_pairs(tok, batch[r::2], args.align_max_length),
-                                   args.align_layer, args.temperature, args.pool, False, tok.pad_id).item()
-                    for r in range(2)]
-        whole = alignment_loss(model, *encode_pairs(tok, batch, args.align_max_length), args.align_layer,
-                               args.temperature, args.pool, False, tok.pad_id).item()
+        per_rank = [alignment_loss(model, *encode_pairs(tok, batch[r::2], args.align_max_length), config,
+                                   tok.pad_id).item() for r in range(2)]
+        whole = alignment_loss(model, *encode_pairs(tok, batch, args.align_max_length), config, tok.pad_id).item()
     logged = steps(folder / "two-per-rank")[0]["align_loss"]
     assert logged == pytest.approx(sum(per_rank) / 2, rel=1e-5)
     assert steps(folder / "two-gather")[0]["align_loss"] == pytest.approx(whole, rel=1e-5)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import hf_model, tiny_args, write_tiny_data
-from midalign.align import alignment_loss, contrastive_loss, infonce_floor
+from midalign.align import AlignConfig, alignment_loss, contrastive_loss, infonce_floor
 from midalign.checkpoint import load_model
 from midalign.data.tasks import Pair, slots_from_annotation
 from midalign.lora import LoRAConfig, apply_lora
@@ -124,7 +124,7 @@ def test_alignment_step_updates_only_lora_of_layers_up_to_i(tiny_lora):
     model = tiny_lora
     model.zero_grad()
     ids = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
-    loss = alignment_loss(model, ids, [s[::-1] for s in ids], layer=2, temperature=0.1)
+    loss = alignment_loss(model, ids, [s[::-1] for s in ids], AlignConfig(layer=2, temperature=0.1))
     loss.backward()
     for name, p in model.named_parameters():
         layer = int(name.split(".")[2]) if name.startswith("model.layers.") else None
