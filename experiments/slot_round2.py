@@ -68,7 +68,7 @@ def preregistration_commit(paths=PREREGISTRATION, root: Path = ROOT) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *rel], cwd=root, capture_output=True, text=True,
                                check=True).stdout.strip()
         commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", *rel], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
+                                text=True).stdout.strip()  # empty, or an error, before the first commit
     except (OSError, subprocess.CalledProcessError) as e:
         raise MidalignError(f"round two records the commit of its pre-registration, and git could not say it ({e}): "
                             "run it from a git checkout of midalign") from e

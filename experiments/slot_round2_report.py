@@ -39,6 +39,16 @@ def gate(design: dict, get: Callable[[str], dict | None]) -> dict | None:
     return {"per_temperature": rows, "chosen": chosen}
 
 
+def t_interval(deltas: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """mean ± t(level, S−1)·sd/√S over the per-seed differences (None for fewer than 2 seeds)."""
+    from scipy.stats import t
+
+    if len(deltas) < 2:
+        return None
+    half = t.ppf((1 + level) / 2, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return statistics.mean(deltas) - half, statistics.mean(deltas) + half
+
+
 def reach(curve: list[dict], n: int, temperature: float, k: int = 10) -> dict:
     """The training alignment loss (mean of the first and of the last k updates) against chance (ln n) and
     the floor at τ (midalign.align.infonce_floor), with the share of the reachable range covered."""

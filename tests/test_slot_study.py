@@ -84,21 +84,37 @@ def test_quick_slot_study_stores_predictions_and_the_report_reads_them(tiny_chat
     assert res.returncode == 1 and "sft-s0.json was made under another design" in res.stderr
 
 
-def test_the_verdict_weighs_the_interval_against_zero_and_the_paper_s_effect():
-    from slot_report import verdict
+def test_round_one_s_verdict_describes_the_interval_as_corrected():
+    from slot_report import p_text, verdict
 
-    b = lambda low, high, seeds=2: {"ci95": [low, high], "detectable": 2.2, "se": 0.8, "seeds": seeds}
-    assert verdict(b(+1.0, +6.0), 4.9) == "holds"
-    assert verdict(b(+1.0, +3.0), 4.9) == "holds, smaller than the paper's +4.9"
-    assert verdict(b(-3.0, -1.0), 4.9) == "contradicted: the difference is negative"
-    # Table 10's aligned languages: 0 inside the interval, the paper's +4.9 above it
-    assert verdict(b(-0.5, +2.6), 4.9).startswith("contradicted at the paper's size: the interval excludes +4.9")
-    assert verdict(b(-4.0, +3.4), 0.7) == "inconclusive: the design resolves 2.2 F1, the paper's effect is +0.7"
-    assert verdict(b(-0.5, +4.9), 4.9).startswith("inconclusive")  # the paper's effect on the boundary: not excluded
-    assert verdict({"ci95": [0, 0], "detectable": 0, "se": 0, "seeds": 2}, 4.9).startswith("untestable")  # both 0
+    b = lambda low, high, delta, seeds=2: {"ci95": [low, high], "delta": delta, "detectable": 2.2, "se": 0.8,
+                                           "seeds": seeds}
+    assert verdict(b(+1.0, +6.0, 3.0), 4.9) == "detected"
+    assert verdict(b(+1.0, +3.0, 2.0), 4.9) == "detected, smaller than the paper's +4.9"
+    assert verdict(b(-3.0, -1.0, -2.0), 4.9) == "negative: the interval lies below 0"
+    # round one's aligned row (issue wording): 0 inside, the paper's 7B +4.9 above, its relative +1.7 inside
+    assert verdict(b(-0.5, +2.6, 1.0), 4.9, 1.7) == (
+        "not detected; an absolute gain as large as the paper's 7B result (+4.9) is unlikely at this scale, "
+        "a gain of the paper's relative size (+1.7) is not excluded")
+    assert verdict(b(-0.5, +1.5, 0.5), 4.9, 1.7).endswith("unlikely at this scale")  # relative size above: excluded
+    assert verdict(b(-0.5, +4.9, 2.0), 4.9, 1.7) == ("not detected, a gain of the paper's relative size (+1.7) is "
+                                                       "not excluded")  # the paper's effect on the boundary
+    assert verdict(b(-4.0, +3.4, -0.4), 0.7) == "not detected; negative point estimate"
+    assert verdict({"ci95": [0, 0], "delta": 0, "detectable": 0, "se": 0, "seeds": 2}, 4.9).startswith("untestable")
     # the merge of Table 6, one seed: the interval [−6.8, +0.2] holds test-item variance only, and says so
-    assert verdict(b(-6.8, +0.2, seeds=1), 1.1) == ("contradicted at the paper's size: the interval excludes +1.1, "
-                                                    "not a smaller effect (one seed: training variance not in the interval)")
+    assert verdict(b(-6.8, +0.2, -3.2, seeds=1), 1.1) == ("not detected; negative point estimate (one seed: "
+                                                          "training variance not in the interval)")
+    assert p_text(0.0) == "p < 0.001" and p_text(0.0031) == "p = 0.003"
+
+
+def test_t_interval_over_seeds_is_scipy_s():
+    from scipy import stats
+    from slot_round2_report import t_interval
+
+    d = [1.2, 0.9]
+    low, high = t_interval(d)
+    expected = stats.t.interval(0.95, 1, loc=sum(d) / 2, scale=stats.sem(d))
+    assert (low, high) == pytest.approx(expected) and t_interval([1.0]) is None
 
 
 def test_item_counts_sum_to_the_official_f1_and_the_bootstrap_is_paired():
@@ -203,3 +219,78 @@ def test_training_seconds_add_up_a_clock_that_restarted_at_a_resume():
     assert training_seconds([{"elapsed_s": 10.0}, {"elapsed_s": 20.0}, {"elapsed_s": 5.0}, {"elapsed_s": 8.0}]) == 28.0
     assert training_seconds([{"elapsed_s": 1.0}, {"elapsed_s": 3.0}]) == 3.0  # one clock: its last value
     assert training_seconds([]) == 0.0 and training_seconds([{"step": 1}]) == 0.0
+
+
+def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregistration(tiny_chat_checkpoint,
+                                                                                          tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "slot_round2.py"), "--quick", "--model",
+                          str(tiny_chat_checkpoint), "--stages", "gate", "main", "--results", str(tmp_path / "r2"),
+                          "--round-one", str(tmp_path / "r1"), "--work", str(tmp_path / "work"), "--report",
+                          str(tmp_path / "slot.md"), "--data-dir", str(tmp_path / "data"), "--massive-from",
+                          str(FIXTURES / "massive"), "--tatoeba-from", str(FIXTURES / "tatoeba-laser")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = tmp_path / "r2"
+    assert {p.stem for p in results.glob("*.json")} == {
+        "ret-base", "ret-align-t0.1-s0", "ret-align-t1.5-s0", "sft-s0", "sft-s1", "joint-t0.1-s0", "joint-t0.1-s1",
+        "ret-sft-s0", "ret-sft-s1", "ret-joint-t0.1-s0", "ret-joint-t0.1-s1"}
+    for path in results.glob("*.json"):
+        assert json.loads(path.read_text())["preregistration"] == "quick"
+    gate = json.loads((results / "ret-align-t0.1-s0.json").read_text())
+    # every direction stored, per layer; the adapter's training curve beside it
+    assert len(gate["pools"]["mean-skip-first"]["per_direction"]) == 12 * 11 and gate["train_curve"]
+    joint = json.loads((results / "joint-t0.1-s0.json").read_text())
+    # round one's test sample plus the extra draw: aligned 2 + 1, the others as round one
+    assert {l: len(v) for l, v in joint["items"].items()} == {"ar": 1, "en": 1, "es": 1, "ru": 1, "zh": 1, "cy": 3,
+                                                              "ja": 3, "jv": 3, "sw": 3, "tl": 3, "de": 1, "fr": 1}
+    assert all("task_grad_norm" in r and "align_grad_norm" in r for r in joint["train_curve"])
+    text = (tmp_path / "slot.md").read_text()
+    assert text.index("### Manipulation gate") < text.index("# Round one")
+    assert "| alignment-only | 0.1 |" in text and "**Gate: passed at τ 0.1, 1.5.**" in text
+
+
+def test_round_two_gate_rule_and_extra_test_draw(tmp_path):
+    from slot_round2 import extra_test
+    from slot_round2_report import gate
+
+    design = json.loads((ROOT / "experiments" / "slot_round2.json").read_text())
+    ret = lambda xen: {"layers": [0, 12], "pools": {"mean-skip-first": {"per_direction": {
+        f"{l}-en": [0.0, xen] for l in design["gate"]["langs"]}}}}
+    get = lambda levels: (lambda run: {"ret-base": ret(0.10), "ret-align-t0.1-s0": ret(levels[0]),
+                                       "ret-align-t1.5-s0": ret(levels[1])}.get(run))
+    assert gate(design, get((0.15, 0.20)))["chosen"] == 0.1  # +5.0 points passes (≥), τ 0.1 preferred
+    assert gate(design, get((0.149, 0.20)))["chosen"] == 1.5  # only τ 1.5 passed
+    assert gate(design, get((0.149, 0.12)))["chosen"] is None  # alignment not achieved
+    assert gate(design, lambda run: None) is None  # not run yet
+
+    rows = [{"id": str(i), "partition": "test" if i % 4 else "dev"} for i in range(40)]
+    path = tmp_path / "xx.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    used = {"1", "2", "3"}
+    drawn = extra_test(path, used, 5, "round2-test-xx")
+    assert len(drawn) == 5 and not {r["id"] for r in drawn} & used and all(r["partition"] == "test" for r in drawn)
+    assert [int(r["id"]) for r in drawn] == sorted(int(r["id"]) for r in drawn)  # file order
+    assert drawn == extra_test(path, used, 5, "round2-test-xx")  # reproducible from the seed
+    with pytest.raises(Exception, match="fewer than the 40"):
+        extra_test(path, used, 40, "round2-test-xx")
+
+
+def test_round_two_runs_only_under_a_committed_preregistration(tmp_path):
+    from slot_round2 import preregistration_commit
+
+    from midalign.errors import MidalignError
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    files = [tmp_path / "design.json", tmp_path / "plan.md"]
+    for f in files:
+        f.write_text("fixed\n")
+    with pytest.raises(MidalignError, match="not committed as it stands"):
+        preregistration_commit(files, tmp_path)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pre-registration")
+    commit = git("rev-parse", "HEAD").strip()
+    assert preregistration_commit(files, tmp_path) == commit
+    files[0].write_text("changed after a result\n")
+    with pytest.raises(MidalignError, match="not committed as it stands"):
+        preregistration_commit(files, tmp_path)
