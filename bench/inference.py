@@ -18,6 +18,13 @@ on MASSIVE test utterances, tokenized once by this tree and handed to both trees
   gemm     where a decoding step's time goes: each weight matrix of one decoder layer and the LM head
            applied to 8, 16 and 32 rows (one new token per prompt), fp32 and bf16, and the step they add
            up to (layers × the layer's matrices + the head)
+  merge    folding an adapter into the weights (`merge_lora`, what loading an adapter for inference costs),
+           fp32 and bf16, by the earlier commit (--merge-ref) and this tree: the first merge (the weights'
+           pages written for the first time) and a second one after `unmerge_lora`, beside the arithmetic's
+           own cost measured in the same process (the rank-8 products at the machine's rate for them, and one
+           read-add-write pass over the same weights)
+  retrieve `retrieve.py --langs en de cy sw --layers 12` with and without an adapter, alternating, by the
+           earlier commit (--merge-ref) and this tree: wall time of each whole command
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("cy-GB", "ja-JP", "sw-KE", "en-US")  # the aligned languages, where the study's test items are, and English
 BATCHES = (8, 16, 32)
-PARTS = ("adapter", "prefill", "decode", "batch", "gemm")
+PARTS = ("adapter", "prefill", "decode", "batch", "gemm", "merge", "retrieve")
 
 
 def child(tree: Path, job: dict) -> dict:
@@ -54,6 +61,8 @@ def child(tree: Path, job: dict) -> dict:
     prompts = job["prompts"]
     if job["kind"] == "gemm":
         return gemm_profile(model, job["reps"])
+    if job["kind"] == "merge":
+        return merge_profile(model)
     if job["kind"] in ("adapter", "prefill"):
         from midalign.lora import LoRAConfig, apply_lora, lora_modules, merge_lora
         from midalign.retrieval import embed_layers
@@ -111,6 +120,70 @@ def gemm_profile(model, reps: int) -> dict:
     return {"seconds": out[f"{BATCHES[0]} step"] / 1e3, "ms": out, "matrices": list(weights)}
 
 
+def merge_profile(model) -> dict:
+    """Seconds of the first and a second `merge_lora` of a random rank-8 adapter, and of its arithmetic: each
+    module's B·A into one buffer (the products alone) and one W += buffer pass (the memory traffic alone)."""
+    import torch
+
+    from midalign.lora import LoRAConfig, apply_lora, lora_modules, merge_lora, unmerge_lora
+
+    apply_lora(model, LoRAConfig())
+    modules = list(lora_modules(model).values())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in modules:
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.01)
+    def clock(f) -> float:
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
+    first = clock(lambda: merge_lora(model))
+    clock(lambda: unmerge_lora(model))
+    second = clock(lambda: merge_lora(model))
+    buf = torch.empty(max(m.weight.numel() for m in modules))
+    with torch.no_grad():
+        products = clock(lambda: [torch.mm(m.lora_B, m.lora_A, out=buf[:m.weight.numel()].view(m.weight.shape))
+                                  for m in modules])
+        low = buf.to(modules[0].weight.dtype)
+        add = clock(lambda: [m.weight.add_(low[:m.weight.numel()].view(m.weight.shape), alpha=0) for m in modules])
+    return {"seconds": first, "first": first, "second": second, "products": products, "pass": add,
+            "weights": sum(m.weight.numel() for m in modules)}
+
+
+def retrieve_time(tree: Path, model: str, adapter: Path | None) -> float:
+    """Wall time of one retrieve.py command from `tree` (4 languages, layer 12)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, str(tree / "retrieve.py"), "--model", model, "--langs", "en", "de", "cy", "sw",
+               "--layers", "12", "--out", out, *(["--adapter", str(adapter)] if adapter else [])]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tree)
+        seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    print(f"retrieve {tree.name} {'adapter' if adapter else 'base'}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
+def random_adapter(model: str, folder: Path) -> Path:
+    """A rank-8 adapter of `model` with random B (a trained adapter's size), saved in PEFT format."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from midalign.adapters import adapter_from_model, save_adapter
+    from midalign.checkpoint import load_model
+    from midalign.lora import LoRAConfig, apply_lora, lora_modules
+
+    m = load_model(model, device="cpu")
+    apply_lora(m, LoRAConfig())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in lora_modules(m).values():
+            module.lora_B.copy_(torch.randn(module.lora_B.shape, generator=g) * 0.01)
+    save_adapter(adapter_from_model(m, LoRAConfig()), folder)
+    return folder
+
+
 def measure(tree: Path, job: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
@@ -158,6 +231,8 @@ def main() -> None:
     p.add_argument("--prefill-ref", default="1fae5c0",
                    help="the earlier commit to compare decoding with an adapter with (before the LM head's input "
                         "was made contiguous)")
+    p.add_argument("--merge-ref", default="2b08906",
+                   help="the earlier commit to compare merging an adapter with (before the shared product buffer)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements (default all)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -209,6 +284,27 @@ def main() -> None:
                   *(f"| {name} | " + " | ".join(f"{gemm[d]['ms'][f'{b} {name}']:.2f}" for d in ("fp32", "bf16")
                                                 for b in BATCHES) + " |"
                     for name in [*gemm["fp32"]["matrices"], "step"])]
+    if "merge" in args.parts:
+        merge = {(t, d): measure(tree, job(kind="merge", dtype=d, tree=t, prompts=[]))
+                 for t, tree in worktree(args.merge_ref) for d in ("fp32", "bf16")}
+        lines += ["| merging a rank-8 adapter into the default model | first merge (s) | second merge (s) | "
+                  "products alone (s) | one W += Δ pass (s) | arithmetic / first merge |", "|---|---|---|---|---|---|",
+                  *(f"| {t}, {d} | {r['first']:.2f} | {r['second']:.2f} | {r['products']:.2f} | {r['pass']:.2f} | "
+                    f"{(r['products'] + r['pass']) / r['first']:.0%} |" for (t, d), r in merge.items()), ""]
+    if "retrieve" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            adapter = random_adapter(args.model, Path(tmp) / "adapter")
+            seconds: dict = {}
+            for t, tree in worktree(args.merge_ref):
+                for _ in range(args.reps):  # alternating: base, adapter, base, adapter, …
+                    for a in (None, adapter):
+                        seconds.setdefault((t, a is not None), []).append(retrieve_time(tree, args.model, a))
+        med = {k: statistics.median(v) for k, v in seconds.items()}
+        lines += ["| `retrieve.py --langs en de cy sw --layers 12` (fp32; median of "
+                  f"{args.reps}, alternating) | base model (s) | with an adapter (s) | adapter against base |",
+                  "|---|---|---|---|", *(f"| {t} | {med[t, False]:.1f} | {med[t, True]:.1f} | "
+                                         f"{med[t, True] / med[t, False]:.2f}× |" for t in (args.merge_ref, "this tree")),
+                  ""]
     print("\n".join(lines))
 
 

@@ -53,9 +53,11 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear and PEFT initialise A
         nn.init.zeros_(self.lora_B)  # B = 0: the update starts at zero
 
-    def delta_weight(self) -> Tensor:
-        """The update s · B A, shape [out, in], fp32."""
-        return self.scaling * (self.lora_B @ self.lora_A)
+    def delta_weight(self, out: Tensor | None = None) -> Tensor:
+        """The update s · B A, shape [out, in], fp32; computed into `out` (fp32, that shape) when given."""
+        if out is None:
+            return self.scaling * (self.lora_B @ self.lora_A)
+        return torch.mm(self.lora_B, self.lora_A, out=out).mul_(self.scaling)
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.linear(x, self.weight, self.bias)
@@ -65,16 +67,22 @@ class LoRALinear(nn.Module):
         return y + (self.scaling * z).to(y.dtype)
 
     @torch.no_grad()
-    def merge(self) -> None:
+    def merge(self, scratch: Tensor | None = None) -> None:
+        """W += s·BA (in the weight's dtype). scratch: an fp32 buffer of at least out × in elements for BA,
+        reused across modules by `merge_lora` instead of a new weight-sized product per module."""
         if not self.merged:
-            self.weight += self.delta_weight().to(self.weight.dtype)
+            self.weight.add_(self._delta(scratch))
             self.merged = True
 
     @torch.no_grad()
-    def unmerge(self) -> None:
+    def unmerge(self, scratch: Tensor | None = None) -> None:
         if self.merged:
-            self.weight -= self.delta_weight().to(self.weight.dtype)
+            self.weight.sub_(self._delta(scratch))
             self.merged = False
+
+    def _delta(self, scratch: Tensor | None) -> Tensor:
+        out = scratch[:self.weight.numel()].view(self.weight.shape) if scratch is not None else None
+        return self.delta_weight(out).to(self.weight.dtype)  # rounded to the weight's dtype first, then added
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.lora_A.shape[0]}, scaling={self.scaling}"
@@ -108,15 +116,24 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 def merge_lora(model: nn.Module) -> None:
-    """Fold every LoRA update into its base weight (inference at the base model's cost)."""
-    for module in lora_modules(model).values():
-        module.merge()
+    """Fold every LoRA update into its base weight (inference at the base model's cost). One fp32 buffer
+    holds each module's BA in turn (docs/performance.md: a fresh weight-sized product per module cost more
+    than the arithmetic)."""
+    _each(model, "merge")
 
 
 def unmerge_lora(model: nn.Module) -> None:
     """Undo `merge_lora` (W − s·BA: equal to the unmerged W up to one rounding of the weight's dtype)."""
-    for module in lora_modules(model).values():
-        module.unmerge()
+    _each(model, "unmerge")
+
+
+def _each(model: nn.Module, action: str) -> None:
+    modules = list(lora_modules(model).values())
+    if not modules:
+        return
+    scratch = torch.empty(max(m.weight.numel() for m in modules), dtype=torch.float32, device=modules[0].weight.device)
+    for module in modules:
+        getattr(module, action)(scratch)
 
 
 def trainable_parameters(model: nn.Module) -> int:

@@ -14,7 +14,8 @@ from midalign.adapters import (Adapter, AdapterError, adapter_from_model, load_a
                                save_adapter)
 from midalign.checkpoint import load_model
 from midalign.config import ModelConfig
-from midalign.lora import DEFAULT_TARGETS, LoRAConfig, apply_lora, lora_modules, trainable_parameters
+from midalign.lora import (DEFAULT_TARGETS, LoRAConfig, apply_lora, lora_modules, merge_lora, trainable_parameters,
+                           unmerge_lora)
 from midalign.model import CausalLM
 
 peft = pytest.importorskip("peft")
@@ -76,6 +77,24 @@ def test_merge_and_unmerge_are_exact_inverses_of_the_lora_branch(tiny):
         again = model(ids).logits
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, unmerged, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merge_lora_writes_w_plus_the_rounded_update_bit_for_bit(tiny, dtype):
+    """merge_lora (one shared product buffer) = W + (s·(B A)).to(dtype), written out per module."""
+    model = load_model(tiny, device="cpu", dtype=dtype)
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
+    randomise_lora(model)
+    modules = lora_modules(model)
+    before = {n: m.weight.detach().clone() for n, m in modules.items()}
+    expected = {n: before[n] + (m.scaling * (m.lora_B @ m.lora_A)).detach().to(dtype) for n, m in modules.items()}
+    merge_lora(model)
+    for n, m in modules.items():
+        assert m.merged and torch.equal(m.weight.detach(), expected[n]), n
+    unmerge_lora(model)
+    for n, m in modules.items():
+        assert not m.merged
+        torch.testing.assert_close(m.weight.detach(), before[n], atol=1e-2 if dtype == torch.bfloat16 else 1e-6, rtol=0)
 
 
 def test_gradients_reach_only_lora_parameters(tiny):
