@@ -1,5 +1,5 @@
 """Alignment preflight: can the contrastive loss work on this model, layer, pooling and τ? Forward passes
-only, before any training (midalign/preflight.py; docs/method.md §7).
+only, before any training (midalign/preflight.py; docs/method.md §9).
 
     python preflight.py                                   # default model, UDHR pairs of every language with English
     python preflight.py --pairs pairs.tsv --layer 16      # any pair file (TSV lang<TAB>sentence<TAB>english or JSONL)
@@ -18,21 +18,17 @@ import json
 import time
 from pathlib import Path
 
-from midalign.cli import add_device_arguments, positive_int, run
+from midalign.cli import add_model_arguments, positive_int, run
 from midalign.data.assemble import alignment_pairs
 from midalign.errors import DataError
 from midalign.evaluation import load_for_inference
 from midalign.io import atomic_write_text, check_writable_folder
 from midalign.preflight import markdown, plot, preflight, summary
-from midalign.registry import DEFAULT_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
-    g.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format) to apply first")
-    add_device_arguments(g)
+    add_model_arguments(p.add_argument_group("model"))
     g = p.add_argument_group("pairs and batches")
     g.add_argument("--pairs", nargs="+", type=Path,
                    help="pair files: TSV lang<TAB>sentence<TAB>english or JSONL {lang,text,en} (default: the UDHR "

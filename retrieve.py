@@ -22,23 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from midalign.align import POOLS
-from midalign.cli import add_device_arguments, positive_int, run
+from midalign.cli import add_model_arguments, positive_int, run
 from midalign.evaluation import load_for_inference
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_sentences
 from midalign.errors import DataError
 from midalign.io import atomic_write_text, check_writable_folder
-from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, layer_retrieval
 from midalign.stats import pearson
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
-    g.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format) to apply first")
-    add_device_arguments(g)
+    add_model_arguments(p.add_argument_group("model"))
     g = p.add_argument_group("data")
     g.add_argument("--data", default="udhr",
                    help="'udhr' (offline multiway text), 'flores' (FLORES-200 dev, downloaded on first use), a "

@@ -1,5 +1,5 @@
 """The alignment objective at a middle layer (paper §3; docs/method.md §1), with its pooling and loss as
-records a fork extends by one entry each (docs/method.md §7).
+records a fork extends by one entry each (docs/method.md §9).
 
 A sentence's representation is a pooling (`POOLS`) of the output of decoder layer i (HF
 `hidden_states[i]`, no final norm) over its real tokens: `mean` (the paper's), `mean-skip-first` (the

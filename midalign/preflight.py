@@ -1,5 +1,5 @@
 """Can the alignment objective work on this model, at this layer, with this pooling and τ? Forward passes
-alone answer it before any training (docs/method.md §7).
+alone answer it before any training (docs/method.md §9).
 
 For translation pairs drawn in micro-batches of n, at every layer and for every pooling in
 `midalign.align.POOLS`:
