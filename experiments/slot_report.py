@@ -16,7 +16,6 @@ from midalign.io import atomic_write_text
 from midalign.metrics import slot_counts
 from midalign.stats import pearson
 from miniature_report import plot_scatter
-from slot_round2_report import section as round2_section, t_interval
 from study import curves, training_seconds
 
 # Table 10 (Qwen 2.5 7B, F1, SFT → joint) and §4.3: the effect the design is sized against.
@@ -95,6 +94,16 @@ def verdict(b: dict, paper: float, relative: float | None = None) -> str:
         if high >= relative:
             text += f", a gain of the paper's relative size ({relative:+.1f}) is not excluded"
     return text + caveat
+
+
+def t_interval(deltas: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """mean ± t(level, S−1)·sd/√S over the per-seed differences (None for fewer than 2 seeds)."""
+    from scipy.stats import t
+
+    if len(deltas) < 2:
+        return None
+    half = t.ppf((1 + level) / 2, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return statistics.mean(deltas) - half, statistics.mean(deltas) + half
 
 
 def p_text(p: float) -> str:
@@ -410,6 +419,8 @@ def render(study, results: Path, report: Path, read: Callable[[Path], dict | Non
            round2: tuple | None = None) -> None:
     """docs/slot.md: round two's section first when `round2` = (its design, a reader of its results by run
     name) is given, then round one's."""
+    from slot_round2_report import section as round2_section  # it reads this module's statistics
+
     get = lambda run: read(results / f"{run}.json")
     lead = [*round2_section(*round2), "", "# Round one", ""] if round2 is not None else []
     text = ["# Slot filling on MASSIVE in miniature", "",

@@ -8,7 +8,15 @@ import math
 import statistics
 from typing import Callable
 
+import numpy as np
+
 from midalign.align import infonce_floor
+from slot_report import item_counts, t_interval
+
+Z95 = 1.96
+# round one's groups (experiments/slot.py SlotStudy): the secondary contrasts' languages
+SECONDARY_GROUPS = {"supervised": ("ar", "en", "es", "ru", "zh"),
+                    "other": ("af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur")}
 
 
 def x_to_en(result: dict, langs, layer: int, pool: str, lang_mean: bool = True):
@@ -37,16 +45,6 @@ def gate(design: dict, get: Callable[[str], dict | None]) -> dict | None:
     passed = [t for t, row in rows.items() if row["passed"]]
     chosen = design["joint_temperature"] if design["joint_temperature"] in passed else (passed[0] if passed else None)
     return {"per_temperature": rows, "chosen": chosen}
-
-
-def t_interval(deltas: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """mean ± t(level, S−1)·sd/√S over the per-seed differences (None for fewer than 2 seeds)."""
-    from scipy.stats import t
-
-    if len(deltas) < 2:
-        return None
-    half = t.ppf((1 + level) / 2, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
-    return statistics.mean(deltas) - half, statistics.mean(deltas) + half
 
 
 def reach(curve: list[dict], n: int, temperature: float, k: int = 10) -> dict:
@@ -119,7 +117,129 @@ def section(design: dict, get: Callable[[str], dict | None]) -> list[str]:
         lines += ["", f"**Gate: passed at τ {', '.join(passed)}.** As pre-registered, the joint arm aligns at "
                       f"τ {chosen:g}."]
     lines += ["", "### Pre-registered endpoint", ""]
-    arms = [get(f"{arm}-s{s}") for s in design["seeds"] for arm in ("sft", f"joint-t{chosen:g}")] if chosen else []
-    if not any(arms):
-        lines.append("Not run yet (`--stages main`)." if chosen else "Not run: the gate did not pass.")
+    if chosen is None:
+        return lines + ["Not run: the gate did not pass."]
+    return lines + endpoint_section(design, get, chosen)
+
+
+def resampled_f1(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Micro F1 (%) of each resample: counts (..., N, 3) of (correct, predicted, gold) spans per item,
+    weights (B, N) how often each item is drawn → (B, ...)."""
+    sums = np.einsum("bn,...nk->b...k", weights, counts)
+    tp, n_pred, n_gold = sums[..., 0], sums[..., 1], sums[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p, r = np.where(n_pred > 0, tp / n_pred, 0.0), np.where(n_gold > 0, tp / n_gold, 0.0)
+        return np.where(p + r > 0, 100 * 2 * p * r / (p + r), 0.0)
+
+
+def crossed_bootstrap(joint: dict[int, dict], sft: dict[int, dict], langs, n: int, seed: int) -> dict:
+    """The pre-registered analysis of joint − SFT (mean over `langs` of micro F1, mean over seeds), paired by
+    seed and test item: `n` resamples drawing the seeds with replacement (a seed's two arms together) and,
+    per language, the items with replacement (the same draw for both arms and every seed); beside its 95%
+    percentile interval, a t-interval over the per-seed differences and a hierarchical interval (seed
+    variance beyond the item variance, plus the item variance: √((σ²_seed + mean vₛ)/S) · 1.96)."""
+    rng = np.random.default_rng(seed)
+    seeds = sorted(set(joint) & set(sft))
+    per_lang = np.zeros((n, len(seeds)))  # the group's F1 difference per resample and seed, summed over langs
+    observed = np.zeros(len(seeds))
+    for lang in langs:
+        counts = np.array([[joint[s][lang], sft[s][lang]] for s in seeds], dtype=float)  # (S, 2, N, 3)
+        items = counts.shape[2]
+        draws = rng.integers(0, items, size=(n, items))
+        weights = np.zeros((n, items))
+        np.add.at(weights, (np.arange(n)[:, None], draws), 1.0)
+        f = resampled_f1(counts, weights)  # (n, S, 2)
+        per_lang += f[..., 0] - f[..., 1]
+        whole = resampled_f1(counts, np.ones((1, items)))[0]
+        observed += whole[:, 0] - whole[:, 1]
+    per_seed, observed = per_lang / len(langs), observed / len(langs)  # (n, S), (S,)
+    picks = rng.integers(0, len(seeds), size=(n, len(seeds)))
+    crossed = np.take_along_axis(per_seed, picks, axis=1).mean(1)
+    delta = float(observed.mean())
+    item_var = per_seed.var(axis=0, ddof=1)  # vₛ: each seed's difference over item resamples
+    seed_var = max(0.0, float(np.var(observed, ddof=1)) - float(item_var.mean())) if len(seeds) > 1 else 0.0
+    se_h = math.sqrt((seed_var + float(item_var.mean())) / len(seeds))
+    return {"delta": delta, "per_seed": observed.tolist(), "seeds": len(seeds), "se": float(crossed.std(ddof=1)),
+            "ci95": [float(np.quantile(crossed, 0.025)), float(np.quantile(crossed, 0.975))],
+            "t": t_interval(observed.tolist()), "hierarchical": [delta - Z95 * se_h, delta + Z95 * se_h]}
+
+
+def verdict(interval, sesoi: float) -> str:
+    """The pre-registered wording (experiments/slot_round2.md §5) for a 95% interval [lo, hi]."""
+    low, high = interval
+    if low > 0:
+        return "alignment improves transfer to the aligned languages" + (
+            "" if high >= sesoi else ", by less than the paper's relative effect")
+    if high < 0:
+        return "alignment lowers transfer to the aligned languages"
+    if high < sesoi:
+        return (f"no gain of the paper's relative size: {sesoi:+.1f} F1 is excluded; a smaller gain, or none, "
+                "is not")
+    return "inconclusive"
+
+
+def endpoint_section(design: dict, get: Callable[[str], dict | None], tau: float) -> list[str]:
+    """The joint runs' manipulation check, then the primary endpoint and the secondary contrasts."""
+    seeds, langs = design["seeds"], design["primary"]["langs"]
+    sft = {s: r for s in seeds if (r := get(f"sft-s{s}"))}
+    joint = {s: r for s in seeds if (r := get(f"joint-t{tau:g}-s{s}"))}
+    if not (sft and joint):
+        return ["Not run yet (`--stages main`): " + ", ".join(f"{a}-s{s}" for s in seeds for a in
+                                                             ("sft", f"joint-t{tau:g}")
+                                                             if get(f"{a}-s{s}") is None) + " missing."]
+    layer, pool = design["layer"], design["pool"]
+    lines = [f"**Joint runs' manipulation check** (pre-registered: the gate's measure, joint − SFT of the same "
+             f"seed, mean over seeds ≥ {design['joint_check']['min_gain_points']:+.1f} points), and each joint run's "
+             "alignment loss and gradient norms (before clipping; mean of the first → last 10 updates):", "",
+             "| seed | joint X→en | SFT X→en | gain | alignment loss | share of range | task gradient norm | "
+             "alignment gradient norm |", "|---|---|---|---|---|---|---|---|"]
+    gains = []
+    for s in sorted(set(sft) & set(joint)):
+        rj, rs = get(f"ret-joint-t{tau:g}-s{s}"), get(f"ret-sft-s{s}")
+        levels = [x_to_en(r, langs, layer, pool) if r else math.nan for r in (rj, rs)]
+        gains.append(levels[0] - levels[1])
+        curve = joint[s]["train_curve"]
+        loss = reach(curve, design["align_batch_size"], tau)
+        norm = lambda k: (f"{statistics.mean(r[k] for r in curve[:10]):.2f} → {statistics.mean(r[k] for r in curve[-10:]):.2f}"
+                          if all(k in r for r in curve) else "not recorded")
+        lines.append(f"| {s} | {levels[0]:.1f} | {levels[1]:.1f} | {gains[-1]:+.1f} | {loss['first']:.3f} → "
+                     f"{loss['last']:.3f} | {loss['share']:.0%} | {norm('task_grad_norm')} | {norm('align_grad_norm')} |")
+    took_hold = statistics.mean(gains) >= design["joint_check"]["min_gain_points"]
+    lines += ["", f"Joint check: mean gain {statistics.mean(gains):+.1f} points: " +
+              ("**passed**." if took_hold else "**not passed** — the alignment did not take hold in the joint runs.")]
+    counts = {"sft": {s: item_counts(r) for s, r in sft.items()}, "joint": {s: item_counts(r) for s, r in joint.items()}}
+    b = crossed_bootstrap(counts["joint"], counts["sft"], langs, design["bootstrap"], design["bootstrap_seed"])
+    sesoi = design["sesoi"]
+    primary = verdict(b["ci95"], sesoi) if took_hold else (
+        "the alignment did not take hold in the joint runs: not a test of the method")
+    fmt = lambda i: f"[{i[0]:+.1f}, {i[1]:+.1f}]" if i else "—"
+    lines += ["", f"**Primary endpoint** (aligned {' '.join(langs)}; joint τ {tau:g} − SFT; mean over languages of "
+                  f"micro-F1, mean over {b['seeds']} seeds; {sum(len(counts['sft'][seeds[0]][l]) for l in langs):,} "
+                  f"test items; {design['bootstrap']:,} crossed resamples):", "",
+              "| Δ F1 | per seed | 95% crossed bootstrap | t-interval over seeds | hierarchical | smallest effect of "
+              "interest | verdict (pre-registered wording) |", "|---|---|---|---|---|---|---|",
+              f"| {b['delta']:+.2f} | " + ", ".join(f"{d:+.2f}" for d in b["per_seed"]) + f" | {fmt(b['ci95'])} | "
+              f"{fmt(b['t'])} | {fmt(b['hierarchical'])} | {sesoi:+.1f} | **{primary}** |"]
+    if took_hold:
+        others = {name: verdict(i, sesoi) for name, i in (("t-interval", b["t"]), ("hierarchical", b["hierarchical"]))
+                  if i and verdict(i, sesoi) != primary}
+        lines += [""] + [f"Under the {k} the verdict would read: {v}." for k, v in others.items()]
+    return lines + secondary(design, get, counts, tau)
+
+
+def secondary(design: dict, get: Callable[[str], dict | None], counts: dict, tau: float) -> list[str]:
+    """The pre-registered secondary contrasts, same analysis, no verdict: the supervised and other groups
+    (round one's items), and round one's joint arm (τ 1.5, retrained) on the aligned items."""
+    groups = {name: tuple(sorted(set(l for c in counts["sft"].values() for l in c) - set(design["primary"]["langs"])
+                                 & set(members))) for name, members in SECONDARY_GROUPS.items()}
+    rows = [(f"joint τ {tau:g} − SFT, {name}", counts["joint"], g) for name, g in groups.items() if g]
+    t15 = {s: item_counts(r) for s in design["seeds"] if tau != 1.5 and (r := get(f"joint-t1.5-s{s}"))}
+    if t15:
+        rows.append(("joint τ 1.5 − SFT, aligned", t15, tuple(design["primary"]["langs"])))
+    lines = ["", "Secondary (pre-registered, reported without a verdict):", "",
+             "| contrast | Δ F1 | 95% crossed bootstrap | t-interval over seeds |", "|---|---|---|---|"]
+    for name, arm, langs in rows:
+        b = crossed_bootstrap(arm, counts["sft"], langs, design["bootstrap"], design["bootstrap_seed"])
+        lines.append(f"| {name} | {b['delta']:+.2f} | [{b['ci95'][0]:+.1f}, {b['ci95'][1]:+.1f}] | " +
+                     (f"[{b['t'][0]:+.1f}, {b['t'][1]:+.1f}]" if b["t"] else "—") + " |")
     return lines

@@ -109,7 +109,7 @@ def test_round_one_s_verdict_describes_the_interval_as_corrected():
 
 def test_t_interval_over_seeds_is_scipy_s():
     from scipy import stats
-    from slot_round2_report import t_interval
+    from slot_report import t_interval
 
     d = [1.2, 0.9]
     low, high = t_interval(d)
@@ -247,6 +247,8 @@ def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregi
     text = (tmp_path / "slot.md").read_text()
     assert text.index("### Manipulation gate") < text.index("# Round one")
     assert "| alignment-only | 0.1 |" in text and "**Gate: passed at τ 0.1, 1.5.**" in text
+    # the endpoint: the joint runs' own manipulation check first, then the pre-registered analysis
+    assert text.index("Joint check: mean gain") < text.index("**Primary endpoint**") < text.index("Secondary")
 
 
 def test_round_two_gate_rule_and_extra_test_draw(tmp_path):
@@ -294,3 +296,40 @@ def test_round_two_runs_only_under_a_committed_preregistration(tmp_path):
     files[0].write_text("changed after a result\n")
     with pytest.raises(MidalignError, match="not committed as it stands"):
         preregistration_commit(files, tmp_path)
+
+
+def test_round_two_resampled_f1_and_crossed_bootstrap_against_brute_force():
+    import numpy as np
+    from slot_report import f1
+    from slot_round2_report import crossed_bootstrap, resampled_f1
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 3, size=(7, 3)).astype(float)
+    counts[:, 1] = np.maximum(counts[:, 1], counts[:, 0])  # correct ≤ predicted, ≤ gold
+    counts[:, 2] = np.maximum(counts[:, 2], counts[:, 0])
+    draws = rng.integers(0, 7, size=(5, 7))
+    weights = np.zeros((5, 7))
+    np.add.at(weights, (np.arange(5)[:, None], draws), 1.0)
+    expected = [f1([tuple(counts[i]) for i in row]) for row in draws]  # each resample's items written out
+    assert resampled_f1(counts, weights) == pytest.approx(expected)
+
+    items = lambda seed: {l: [tuple(c) for c in rng.integers(0, 3, size=(20, 3))] for l in ("cy", "sw")}
+    sft = {0: items(0), 1: items(1)}
+    same = crossed_bootstrap(sft, sft, ("cy", "sw"), 200, 0)  # identical arms: nothing to find
+    assert same["delta"] == 0 and same["ci95"] == [0, 0] and same["per_seed"] == [0, 0]
+    better = {s: {l: [(c[2], c[2], c[2]) for c in v] for l, v in per.items()} for s, per in sft.items()}  # all correct
+    b = crossed_bootstrap(better, sft, ("cy", "sw"), 500, 0)
+    by_hand = [sum(f1(better[s][l]) - f1(sft[s][l]) for l in ("cy", "sw")) / 2 for s in (0, 1)]
+    assert b["per_seed"] == pytest.approx(by_hand) and b["delta"] == pytest.approx(sum(by_hand) / 2)
+    assert b["ci95"][0] <= b["delta"] <= b["ci95"][1] and b["hierarchical"][0] < b["delta"] < b["hierarchical"][1]
+
+
+def test_round_two_verdict_wording_is_the_preregistered_table():
+    from slot_round2_report import verdict
+
+    assert verdict([0.5, 3.0], 1.7) == "alignment improves transfer to the aligned languages"
+    assert verdict([0.5, 1.2], 1.7) == ("alignment improves transfer to the aligned languages, by less than the "
+                                        "paper's relative effect")
+    assert verdict([-2.0, -0.1], 1.7) == "alignment lowers transfer to the aligned languages"
+    assert verdict([-0.8, 1.2], 1.7).startswith("no gain of the paper's relative size: +1.7 F1 is excluded")
+    assert verdict([-0.8, 1.7], 1.7) == "inconclusive"  # the smallest effect of interest on the boundary
