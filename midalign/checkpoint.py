@@ -102,6 +102,7 @@ def load_state_dict(model: CausalLM, folder: Path, device: torch.device, dtype: 
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     wrong_shape: dict[str, str] = {}
+    mapped: set[str] = set()  # tensors left on the memory-mapped file's pages (no conversion)
     for path in safetensors_files(folder):
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -115,7 +116,10 @@ def load_state_dict(model: CausalLM, folder: Path, device: torch.device, dtype: 
                     if shape != tuple(expected[key]):
                         wrong_shape[key] = f"{key}: checkpoint {shape}, model {tuple(expected[key])}"
                         continue
-                    state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+                    tensor = f.get_tensor(key)
+                    state[key] = tensor.to(device=device, dtype=dtype)
+                    if state[key] is tensor and device.type == "cpu":
+                        mapped.add(key)
         except SafetensorError as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is truncated or "
                                   f"corrupt — delete it and download/convert again") from e
@@ -131,6 +135,8 @@ def load_state_dict(model: CausalLM, folder: Path, device: torch.device, dtype: 
     model.load_state_dict(state, strict=True, assign=True)
     if tied:  # assign=True wraps each tensor in its own Parameter: tie them again
         model.lm_head.weight = model.model.embed_tokens.weight
+    for name, p in model.named_parameters():  # their pages are copied on first write (lora.merge avoids that)
+        p.file_backed = name in mapped
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None,

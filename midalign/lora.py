@@ -68,10 +68,16 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, scratch: Tensor | None = None) -> None:
-        """W += s·BA (in the weight's dtype). scratch: an fp32 buffer of at least out × in elements for BA,
-        reused across modules by `merge_lora` instead of a new weight-sized product per module."""
+        """W += s·BA (in the weight's dtype). A weight that still maps its checkpoint file's pages
+        (`file_backed`, set by midalign.checkpoint) gets the sum in new memory instead: written in place, each
+        page would be copied on its first write, several times the cost of the sum (docs/performance.md).
+        scratch: an fp32 buffer of at least out × in elements for BA, reused across modules by `merge_lora`
+        instead of a new weight-sized product per module."""
         if not self.merged:
-            self.weight.add_(self._delta(scratch))
+            if getattr(self.weight, "file_backed", False):
+                self.weight = nn.Parameter(self.weight + self._delta(scratch), requires_grad=False)
+            else:
+                self.weight.add_(self._delta(scratch))
             self.merged = True
 
     @torch.no_grad()

@@ -86,6 +86,8 @@ def test_merge_lora_writes_w_plus_the_rounded_update_bit_for_bit(tiny, dtype):
     apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
     randomise_lora(model)
     modules = lora_modules(model)
+    # an fp32 checkpoint loaded as fp32 stays on the file's pages (merged out of place); bf16 was converted
+    assert all(m.weight.file_backed == (dtype == torch.float32) for m in modules.values())
     before = {n: m.weight.detach().clone() for n, m in modules.items()}
     expected = {n: before[n] + (m.scaling * (m.lora_B @ m.lora_A)).detach().to(dtype) for n, m in modules.items()}
     merge_lora(model)
