@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -53,11 +54,13 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"--layer {layer} is out of range: this model has layers 0..{model.config.num_hidden_layers}")
     result = preflight(model, tok, pairs, args.batch_size, args.batches, args.seed)
     seconds = time.perf_counter() - start
+    command = " ".join(["python preflight.py", *(sys.argv[1:] if argv is None else argv)]).replace(str(Path.home()), "~")
     result.update(model=args.model, adapter=str(args.adapter) if args.adapter else None, layer=layer,
-                  seconds=round(seconds, 1))
+                  seconds=round(seconds, 1), dtype=str(model.lm_head.weight.dtype).removeprefix("torch."),
+                  command=command)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "preflight.json", json.dumps(result, indent=1))
-    atomic_write_text(args.out / "preflight.md", markdown(result, layer, args.model, seconds))
+    atomic_write_text(args.out / "preflight.md", markdown(result, layer, args.model, seconds, command))
     plot(result, args.out / "preflight.png", f"{args.model}: {result['n_pairs']} pairs, batch {args.batch_size}")
     print("\n".join(summary(result, layer)))
     print(f"{seconds:.0f} s; wrote {args.out}/preflight.json, preflight.md, preflight.png")

@@ -97,6 +97,13 @@ def section(design: dict, get: Callable[[str], dict | None]) -> list[str]:
                      f"{loss['floor']:.4f} | {loss['share']:.0%} | " + " | ".join(f"{v:.1f}" for v in per.values())
                      + f" | {statistics.mean(per.values()):.1f} | {gain:+.1f} | "
                      + ("**passed**" if gain >= g["min_gain_points"] else "not passed") + " |")
+    from study import training_seconds
+
+    done = [(n, r) for n, r in [("base", base), *((f"alignment-only τ {t:g}", r) for t, r in runs)] if r]
+    cost = lambda r: (training_seconds(r["train_curve"]) if r.get("train_curve") else 0.0, r["seconds"])
+    lines += ["", "Cost, as recorded in the result files (a run's seconds include the training it needed): " + "; ".join(
+        f"{n} {r['dtype']}, " + (f"training {cost(r)[0] / 60:.0f} min + " if cost(r)[0] else "")
+        + f"retrieval {(cost(r)[1] - cost(r)[0]) / 60:.0f} min" for n, r in done) + "."]
     result = gate(design, get)
     if result is None:
         return lines

@@ -142,13 +142,13 @@ def summary(result: dict, layer: int) -> list[str]:
     return lines
 
 
-def markdown(result: dict, layer: int, model: str, seconds: float) -> str:
+def markdown(result: dict, layer: int, model: str, seconds: float, command: str) -> str:
     """The report: verdicts at `layer`, the per-layer table of every pooling, the loss range per τ there."""
     n = result["batch_size"]
     i = result["layers"].index(layer)
     out = [f"# Alignment preflight: `{model}`", "",
            f"{result['n_pairs']} translation pairs in {result['batches']} micro-batches of {n}; every layer, every "
-           f"pooling; {seconds:.0f} s. Written by `python preflight.py` (midalign/preflight.py).", "",
+           f"pooling; {seconds:.0f} s. Written by `{command}` (midalign/preflight.py).", "",
            "## Verdict at the aligned layer", "", *(f"- {line}" for line in summary(result, layer)), "",
            f"## The loss's range at layer {layer} (batch {n}: chance ln {n} = {math.log(n):.3f})", "",
            "| pooling | " + " | ".join(f"τ {t}: now / floor" for t in result["temperatures"]) + " |",
