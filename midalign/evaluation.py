@@ -1,5 +1,7 @@
 """Generation on task examples and the paper's scores per language (per direction for MT) and per group
-(paper §4.2, Tables 2, 10, 11; docs/method.md §7). Used by evaluate.py and by merge.py's weight search."""
+(paper §4.2, Tables 2, 10, 11; docs/method.md §7), and the model set-up for inference (an adapter merged
+into the weights). Used by evaluate.py, retrieve.py, preflight.py, the merge weight search
+(midalign/merging.py) and the studies."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Parameter names and the half-split ("rotate_half") RoPE layout are HF's, so a HF
 checkpoint loads with no renaming and no permutation.
 
 What midalign adds over a plain decoder is what the paper's method needs (§2, §3): the hidden states
-of chosen layers with HF's indexing (0 = embedding output, i = output of decoder layer i, *no* final
-norm) and the option to stop after layer k, so an alignment or retrieval pass runs only the layers it
+of chosen layers with HF's indexing (0 = embedding output, i < L = output of decoder layer i with *no*
+final norm, L = after the final norm, as transformers returns it) and the option to stop after layer k, so an alignment or retrieval pass runs only the layers it
 uses and never the vocabulary projection.
 """
 

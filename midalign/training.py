@@ -1,7 +1,8 @@
 """The training loop of the method (Liu & Niehues 2025, §3; docs/method.md §1–4), as a library function.
 
     from midalign.training import TrainSettings, fit
-    best = fit(TrainSettings(task="slot", train_data=[Path("massive/data")], no_align=True, out=Path("runs/sft")))
+    best = fit(TrainSettings(task="slot", train_data=[Path("massive/data")], no_align=True, preset="paper",
+                             out=Path("runs/sft")))   # SFT with App. D.1's settings (without a preset: the demo's)
 
 `train.py` is its command line: each flag is a field of TrainSettings (`--align-layer` → `align_layer`).
 Each optimizer update sums `grad_accum` micro-batches alternating task, alignment, task, … The task loss
@@ -263,11 +264,11 @@ def align_layers(args: TrainSettings) -> tuple[int, ...]:
 
 def check_settings(args: TrainSettings, n_layers: int, world: World) -> None:
     """Settings errors, raised before anything is downloaded or written."""
-    if not args.no_align:  # the pooling and loss names, τ and layers, before any work
-        AlignConfig(align_layers(args), args.temperature, args.pool, args.align_loss)
     for layer in align_layers(args):
         if not 1 <= layer <= n_layers:
             raise DataError(f"--align-layer {layer} is out of range: this model has decoder layers 1..{n_layers}")
+    if not args.no_align:  # the pooling and loss names and τ, before any work
+        AlignConfig(align_layers(args), args.temperature, args.pool, args.align_loss)
     if args.align_only and args.no_align:
         raise DataError("--align-only with --no-align leaves nothing to train")
     for flag, size in (("--batch-size", args.batch_size), ("--align-batch-size", args.align_batch_size)):

@@ -18,8 +18,9 @@ from midalign.errors import DataError
 @dataclass(frozen=True)
 class Experiment:
     """One of the paper's setups: its task (a name in midalign.data.tasks.TASKS), languages, and where its
-    files come from. `sources(data_dir, task, align)` gives (task train files, task dev files, alignment
-    pair files), fetching only what is asked for; `tests(data_dir, mt_test)` the test files."""
+    files come from. `sources(experiment, data_dir, task, align)` gives (task train files, task dev files,
+    alignment pair files), fetching only what is asked for; `tests(experiment, data_dir, mt_test)` the
+    test files; `train_files(…)` and `test_files(…)` call them with the experiment itself."""
     task: str  # train.py --task
     train_langs: list[str]
     test_langs: list[str]  # supervised languages first, then the transfer languages

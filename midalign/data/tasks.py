@@ -1,6 +1,7 @@
 """Tasks: their data formats, prompts and scorers, each task one `Task` record in `TASKS` (paper §3, §4,
-App. D.2; docs/method.md §3, §7, §8). train.py, evaluate.py, merge.py and the studies take everything
-task-specific from the record, so a new task (say XNLI) is one entry here: a reader and a scorer.
+App. D.2; docs/method.md §3, §7, §8). train.py, evaluate.py and merge.py take everything task-specific
+from the record, so a new task (say XNLI) is one entry here: a reader and a scorer. (The slot study reads
+and scores MASSIVE itself, through `load_massive` and the metrics, to store every item it decodes.)
 
 Each task becomes chat examples — system prompt, user turn, answer — rendered with the model's own
 chat template. Loaders validate every line and stop with `file:line: what is wrong`.
