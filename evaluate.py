@@ -27,6 +27,7 @@ from midalign.errors import DataError
 from midalign.evaluation import (first_per_unit, group_averages, group_units, load_examples, load_for_inference,
                                  predict, score_units)
 from midalign.io import atomic_write_text, check_writable_folder
+from midalign.registry import DEFAULT_MODEL
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
 UDHR_LIMIT, UDHR_MAX_NEW_TOKENS = 4, 128  # the offline default: the 4 shortest held-out paragraphs per language
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experiment", choices=sorted(EXPERIMENTS),
                    help="the paper's test sets and languages (Table 1), downloaded on first use; sets --task")
     p.add_argument("--data-dir", type=Path, help="root of downloaded datasets (default: $MIDALIGN_CACHE/datasets)")
-    add_model_arguments(p)
+    add_model_arguments(p, DEFAULT_MODEL)
     p.add_argument("--data", nargs="+", type=Path,
                    help="test files: MASSIVE JSONL (slot; partition 'test'), ALMA/WMT-style "
                         "<name>.<xx>-<yy>.jsonl (mt), UNER JSONL (json). Default for mt: the UDHR test articles")

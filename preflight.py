@@ -25,11 +25,12 @@ from midalign.errors import DataError
 from midalign.evaluation import load_for_inference
 from midalign.io import atomic_write_text, check_writable_folder
 from midalign.preflight import markdown, plot, preflight, summary
+from midalign.registry import DEFAULT_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p.add_argument_group("model"))
+    add_model_arguments(p.add_argument_group("model"), DEFAULT_MODEL)
     g = p.add_argument_group("pairs and batches")
     g.add_argument("--pairs", nargs="+", type=Path,
                    help="pair files: TSV lang<TAB>sentence<TAB>english or JSONL {lang,text,en} (default: the UDHR "

@@ -28,13 +28,14 @@ from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_sentences
 from midalign.errors import DataError
 from midalign.io import atomic_write_text, check_writable_folder
+from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, layer_retrieval
 from midalign.stats import pearson
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p.add_argument_group("model"))
+    add_model_arguments(p.add_argument_group("model"), DEFAULT_MODEL)
     g = p.add_argument_group("data")
     g.add_argument("--data", default="udhr",
                    help="'udhr' (offline multiway text), 'flores' (FLORES-200 dev, downloaded on first use), a "

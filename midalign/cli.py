@@ -33,13 +33,11 @@ def add_device_arguments(group, dtype_help: str = "weights' precision (default: 
     group.add_argument("--dtype", choices=sorted(DTYPES), help=dtype_help)
 
 
-def add_model_arguments(group) -> None:
+def add_model_arguments(group, default_model: str) -> None:
     """--model, --adapter, --device and --dtype, as the scripts that run a (possibly adapted) model take them."""
     from pathlib import Path
 
-    from midalign.registry import DEFAULT_MODEL
-
-    group.add_argument("--model", default=DEFAULT_MODEL, help="offline alias, local HF folder or hub id")
+    group.add_argument("--model", default=default_model, help="offline alias, local HF folder or hub id")
     group.add_argument("--adapter", type=Path, help="LoRA adapter folder (PEFT format), merged into the weights")
     add_device_arguments(group)
 
