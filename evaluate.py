@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 
-from midalign.cli import add_model_arguments, positive_int, run
+from midalign.cli import add_model_arguments, add_template_argument, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
@@ -53,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512 (UDHR 128), json 512")
     p.add_argument("--mt-test", choices=["wmt23", "wmt23-hub"], default="wmt23",
                    help="--experiment mt: the WMT23 release (no cs→en, is↔en) or the official evaluation's hub copy")
-    p.add_argument("--no-default-template", action="store_true",
-                   help="Llama 3: the template the released official adapters were trained with (no "
-                        "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
+    add_template_argument(p)
     p.add_argument("--comet-python", type=Path,
                    help="python of a separate environment with unbabel-comet, for COMET-22 (mt)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")

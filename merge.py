@@ -27,7 +27,7 @@ import torch
 
 from midalign.adapters import AdapterError, load_adapter_weights, merge_adapters, read_adapter, save_adapter
 from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_model_dir, save_checkpoint
-from midalign.cli import add_device_arguments, finite_float, positive_int, run
+from midalign.cli import add_device_arguments, add_template_argument, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
 from midalign.evaluation import load_examples
 from midalign.io import check_output_folder
@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--max-new-tokens", type=positive_int, help="default: slot 128, mt 512, json 512")
     g.add_argument("--batch-size", type=positive_int, default=32,
                    help="prompts decoded together (32: the fastest per answer measured on a 2-core CPU)")
+    add_template_argument(g)
     add_device_arguments(g)
     args = parser.parse_args(argv)
     if args.search and (len(args.adapters) != 2 or not args.task or not args.dev_data or args.weights or args.into_base):
@@ -74,7 +75,7 @@ def search(args, adapters: list) -> None:
     base = args.model or adapters[0].base_model
     if not base:
         raise AdapterError("the adapters record no base model; pass --model")
-    model, tok = load_model_and_tokenizer(base, args.device, args.dtype)
+    model, tok = load_model_and_tokenizer(base, args.device, args.dtype, args.no_default_template)
     merged, record = search_weight(model, tok, adapters, args.search, args.method, task, examples,
                                    args.max_new_tokens or task.max_new_tokens, args.batch_size)
     save_search(args.out, merged, record)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from midalign.align import LOSSES, POOLS
-from midalign.cli import add_device_arguments, finite_float, positive_float, positive_int, run
+from midalign.cli import add_device_arguments, add_template_argument, finite_float, positive_float, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, UDHR_TASK_LANGS
 from midalign.training import PRESETS, TrainingDiverged, TrainSettings, fit, with_preset
@@ -107,9 +107,7 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     g.add_argument("--dry-run", action="store_true",
                    help="print the resolved settings (presets, experiment, τ, layer) as JSON and exit: nothing is "
                         "downloaded but the model's config, nothing trained")
-    g.add_argument("--no-default-template", action="store_true",
-                   help="Llama 3: the template the released official adapters were trained with (no "
-                        "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
+    add_template_argument(g)
     args = p.parse_args(argv)
     if args.align_layer is not None and len(args.align_layer) == 1:  # one layer is recorded as a number
         args.align_layer = args.align_layer[0]

@@ -42,6 +42,13 @@ def add_model_arguments(group, default_model: str) -> None:
     add_device_arguments(group)
 
 
+def add_template_argument(group) -> None:
+    """--no-default-template, as every script that renders chat prompts takes it."""
+    group.add_argument("--no-default-template", action="store_true",
+                       help="Llama 3: the template the released official adapters were trained with (no "
+                            "<|begin_of_text|> in the text, a newline after each <|eot_id|>; the tokenizer adds BOS)")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1 (a batch size, a count, an interval)."""
     try:

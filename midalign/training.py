@@ -377,8 +377,8 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     has_dev = bool(data.dev_task or data.dev_pairs)
     save_adapter_as = lambda name: write_checkpoint(f"{name} adapter", out, lambda: save_adapter(
         adapter_from_model(model, lora_config), out / name))
-    save_training_state = lambda: write_checkpoint("training state", out, lambda: save_state(
-        out, model, optimizer, step, trainer, world))
+    save_training_state = lambda done: write_checkpoint("training state", out, lambda: save_state(
+        out, model, optimizer, done, trainer, world))  # `done`: the updates made so far
 
     # --- the loop: each update sums alternating task / alignment micro-batches (paper §3)
     # the bar is closed on an error or Ctrl-C too, before the one-line message
@@ -435,7 +435,7 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
                 if log:
                     log.write(json.dumps({"step": step, "eval": True, **ev, "improved": improved}) + "\n")
                 say(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
-            save_training_state()
+            save_training_state(step)
             if has_dev and trainer["bad_evals"] >= args.patience:
                 say(f"[train] early stop: {args.patience} evaluations without improvement")
                 break

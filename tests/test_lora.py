@@ -423,3 +423,32 @@ def test_merge_weight_search_keeps_the_best_on_dev_data(tiny_chat_checkpoint, tm
         assert found["weights"][w]["score"] == pytest.approx(sum(s["score"] for s in scores.values()) / len(scores))
         predicted = [json.loads(l)["prediction"] for l in (tmp_path / f"eval{w}" / "predictions.jsonl").open()]
         assert found["weights"][w]["predictions"] == predicted
+
+
+def test_no_default_template_is_one_flag_that_merge_search_passes_on(tmp_path, monkeypatch):
+    """train.py, evaluate.py and merge.py declare --no-default-template once (midalign.cli), and the weight
+    search loads its tokenizer with it, as evaluate.py does."""
+    import evaluate
+    import merge
+    import train
+
+    from conftest import write_tiny_data
+
+    assert train.parse_args(["--no-default-template"]).no_default_template
+    assert evaluate.parse_args(["--no-default-template", "--out", str(tmp_path / "e")]).no_default_template
+    data = write_tiny_data(tmp_path / "data")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def loader(base, device, dtype, released_template=False):
+        seen["released_template"] = released_template
+        raise Stop
+
+    monkeypatch.setattr(merge, "load_model_and_tokenizer", loader)
+    args = merge.parse_args(["--adapters", "a", "b", "--search", "0.5", "--task", "mt", "--dev-data", str(data["dev"]),
+                             "--model", "m", "--out", str(tmp_path / "o"), "--no-default-template"])
+    with pytest.raises(Stop):
+        merge.search(args, [])
+    assert seen == {"released_template": True}
