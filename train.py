@@ -28,7 +28,8 @@ from midalign.align import LOSSES, POOLS
 from midalign.cli import add_device_arguments, add_template_argument, finite_float, positive_float, positive_int, run
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS, UDHR_TASK_LANGS
-from midalign.training import PRESETS, TrainingDiverged, TrainSettings, fit, with_preset
+from midalign.settings import PRESETS, TrainSettings, with_preset
+from midalign.training import TrainingDiverged, fit
 
 DEFAULT = TrainSettings()
 
