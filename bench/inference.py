@@ -13,8 +13,14 @@ on MASSIVE test utterances, tokenized once by this tree and handed to both trees
            in bf16, by the earlier commit (--prefill-ref) and this tree
   decode   greedy decoding of 8 slot prompts, 64 new tokens (no early stop): the earlier commit in fp32;
            this tree in fp32 and in bf16 (bf16 weights under bf16 autocast)
-  batch    evaluation as the studies run it (`predict`: length-sorted batches, stop at the end of turn)
-           of 64 slot prompts at batch 8, 16 and 32, in fp32 and bf16: seconds per answer
+  batch    evaluation as the studies run it (`generate`, stop at the end of turn, 64 new tokens at most) of 128
+           slot prompts at batch 16 and 32, in fp32 and bf16: the earlier commit (--refill-ref: static,
+           length-sorted batches), this tree (finished rows refilled) and, in bf16, the peer (transformers'
+           `generate` on the same length-sorted batches); answers per second and how many answers equal the
+           earlier commit's, token for token
+  step     one decoding step (one new token per row after a prefill of slot prompts) at 16 and 32 rows in
+           bf16, by --refill-ref and this tree, beside the weight products of the same step (every weight
+           matrix once, in order): the step's time that is not a matrix product
   gemm     where a decoding step's time goes: each weight matrix of one decoder layer and the LM head
            applied to 8, 16 and 32 rows (one new token per prompt), fp32 and bf16, and the step they add
            up to (layers × the layer's matrices + the head)
@@ -30,6 +36,7 @@ on MASSIVE test utterances, tokenized once by this tree and handed to both trees
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -42,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("cy-GB", "ja-JP", "sw-KE", "en-US")  # the aligned languages, where the study's test items are, and English
 BATCHES = (8, 16, 32)
-PARTS = ("adapter", "prefill", "decode", "batch", "gemm", "merge", "retrieve")
+PARTS = ("adapter", "prefill", "decode", "batch", "step", "gemm", "merge", "retrieve")
+REFILL_BATCHES = (16, 32)
 
 
 def child(tree: Path, job: dict) -> dict:
@@ -61,6 +69,9 @@ def child(tree: Path, job: dict) -> dict:
     prompts = job["prompts"]
     if job["kind"] == "gemm":
         return gemm_profile(model, job["reps"])
+    if job["kind"] == "step":
+        with torch.inference_mode(), amp():
+            return step_profile(model, prompts, job["reps"])
     if job["kind"] == "merge":
         return merge_profile(model)
     if job["kind"] in ("adapter", "prefill"):
@@ -85,17 +96,72 @@ def child(tree: Path, job: dict) -> dict:
         from midalign.tokenizer import ChatTokenizer
 
         tok = ChatTokenizer(folder)
-        step = lambda: generate(model, prompts, 64, tok.eos_ids, tok.pad_id, job["batch"])
+        peer = peer_model(folder, dtype) if job.get("tree") == "peer" else None
+        decode = (lambda ps: peer_generate(peer, ps, 64, tok.eos_ids, tok.pad_id, job["batch"])) if peer else \
+            (lambda ps: generate(model, ps, 64, tok.eos_ids, tok.pad_id, job["batch"]))
+        step, warm = lambda: decode(prompts), lambda: decode(prompts[:job["batch"]])  # warm-up: one batch
     times = []
     with torch.inference_mode(), amp():
-        for i in range(job["reps"] + 1):  # the first is the warm-up
+        (warm if job["kind"] == "batch" else step)()
+        for _ in range(job["reps"]):
             start = time.perf_counter()
             out = step()
             times.append(time.perf_counter() - start)
-    result = {"seconds": statistics.median(times[1:]), "times": times[1:]}
+    result = {"seconds": statistics.median(times), "times": times}
     if job["kind"] == "batch":
-        result["new_tokens"] = sum(len(o) for o in out)
+        result["outputs"] = out
     return result
+
+
+def peer_model(folder: Path, dtype):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+
+
+def peer_generate(model, prompts: list[list[int]], new: int, eos_ids: list[int], pad_id: int, batch: int) -> list:
+    """transformers' greedy `generate` on midalign's length-sorted, left-padded batches; the tokens before EOS."""
+    from midalign.batching import left_pad, length_sorted_batches
+
+    outputs: list = [None] * len(prompts)
+    for rows in length_sorted_batches([len(p) for p in prompts], batch):
+        ids, mask = left_pad([prompts[i] for i in rows], pad_id)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                             eos_token_id=eos_ids, pad_token_id=pad_id)[:, ids.shape[1]:].tolist()
+        for i, row in zip(rows, out):
+            outputs[i] = next((row[:k] for k, t in enumerate(row) if t in eos_ids), row)
+    return outputs
+
+
+def step_profile(model, prompts: list[list[int]], reps: int) -> dict:
+    """ms of one decoding step of len(prompts) rows after their prefill (median of `reps`), and of the step's
+    weight products alone: every weight matrix of the model applied once to that many rows, in order (unlike
+    `gemm`, which repeats one layer's matrices, so each is read from the cache, not from memory)."""
+    import torch
+
+    from midalign.generate import prefill
+    from midalign.model import KVCache
+
+    rows = len(prompts)
+    cache = KVCache(model.config, rows, max(map(len, prompts)) + reps + 2, "cpu", model.lm_head.weight.dtype)
+    logits, mask = prefill(model, prompts, cache, pad_id=0)
+    ids = logits[:, -1].argmax(-1)[:, None]
+    times = []
+    for _ in range(reps + 1):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        start = time.perf_counter()
+        model(ids, mask, cache=cache, logits_to_keep=1)
+        times.append(1e3 * (time.perf_counter() - start))
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]  # every layer's and the head
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights}
+    products = []
+    for _ in range(reps + 1):  # each weight read once from memory, in the step's order, as the step reads them
+        start = time.perf_counter()
+        for w in weights:
+            torch.nn.functional.linear(inputs[w.shape[1]], w)
+        products.append(1e3 * (time.perf_counter() - start))
+    step = statistics.median(times[1:])
+    return {"seconds": step / 1e3, "step_ms": step, "products_ms": statistics.median(products[1:])}
 
 
 def gemm_profile(model, reps: int) -> dict:
@@ -231,6 +297,8 @@ def main() -> None:
     p.add_argument("--prefill-ref", default="1fae5c0",
                    help="the earlier commit to compare decoding with an adapter with (before the LM head's input "
                         "was made contiguous)")
+    p.add_argument("--refill-ref", default="d3e1027",
+                   help="the earlier commit to compare evaluation decoding with (static batches, before refilling)")
     p.add_argument("--merge-ref", default="2b08906",
                    help="the earlier commit to compare merging an adapter with (before the shared product buffer)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
@@ -242,7 +310,7 @@ def main() -> None:
         return
     if args.massive is None:
         p.error("--massive is required")
-    prompts = slot_prompts(args.massive, args.model, 64)
+    prompts = slot_prompts(args.massive, args.model, 128)
     job = lambda **kw: {"model": args.model, "reps": args.reps, "dtype": "fp32", **kw}
     lines: list[str] = []
     if "adapter" in args.parts:
@@ -269,13 +337,29 @@ def main() -> None:
                   *(f"| {t}{', fp32' if 'bf16' not in t else ''} | {s:.2f} | {tps(s):.1f} | "
                     f"**{before / s:.2f}×** |" for t, s in decode.items()), ""]
     if "batch" in args.parts:
-        batch = {(d, b): measure(ROOT, job(kind="batch", dtype=d, batch=b, prompts=prompts, reps=1))
-                 for d in ("fp32", "bf16") for b in BATCHES}
-        lines += ["| evaluation of 64 slot prompts | " + " | ".join(f"batch {b}" for b in BATCHES) + " |",
-                  "|---" * (1 + len(BATCHES)) + "|",
-                  *(f"| {d}: seconds per answer (new tokens) | " + " | ".join(
-                      f"{batch[d, b]['seconds'] / 64:.2f} ({batch[d, b]['new_tokens']})" for b in BATCHES) + " |"
-                    for d in ("fp32", "bf16")), ""]
+        runs = {}
+        for t, tree in itertools.chain(worktree(args.refill_ref), [("peer", ROOT)]):  # each worktree lives while used
+            for d in ("bf16",) if t == "peer" else ("fp32", "bf16"):  # the peer in the studies' precision
+                for b in REFILL_BATCHES:
+                    runs[t, d, b] = measure(tree, job(kind="batch", dtype=d, batch=b, tree=t, prompts=prompts, reps=1))
+        lines += [f"| evaluation of {len(prompts)} slot prompts | precision | batch | answers/s | new tokens | against "
+                  f"{args.refill_ref} | answers equal to {args.refill_ref}'s |", "|---|---|---|---|---|---|---|"]
+        for (t, d, b), r in runs.items():
+            before = runs[args.refill_ref, d, b]
+            same = sum(x == y for x, y in zip(r["outputs"], before["outputs"]))
+            lines.append(f"| {t} | {d} | {b} | {len(prompts) / r['seconds']:.2f} | "
+                         f"{sum(map(len, r['outputs']))} | **{before['seconds'] / r['seconds']:.2f}×** | "
+                         f"{same} of {len(prompts)} |")
+        lines.append("")
+    if "step" in args.parts:
+        step = {(t, b): measure(tree, job(kind="step", dtype="bf16", tree=t, prompts=prompts[:b], reps=40))
+                for t, tree in worktree(args.refill_ref) for b in REFILL_BATCHES}
+        lines += ["| one bf16 decoding step (ms) | rows | step | weight products | the rest | the rest against "
+                  f"{args.refill_ref} |", "|---|---|---|---|---|---|",
+                  *(f"| {t} | {b} | {r['step_ms']:.0f} | {r['products_ms']:.0f} | "
+                    f"{r['step_ms'] - r['products_ms']:.0f} | "
+                    f"{(r['step_ms'] - r['products_ms']) / (step[args.refill_ref, b]['step_ms'] - step[args.refill_ref, b]['products_ms']):.2f}× |"
+                    for (t, b), r in step.items()), ""]
     if "gemm" in args.parts:
         gemm = {d: measure(ROOT, job(kind="gemm", dtype=d, prompts=[], reps=20)) for d in ("fp32", "bf16")}
         lines += ["| one decoding step's matrix products (ms) | " + " | ".join(

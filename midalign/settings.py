@@ -4,15 +4,17 @@ The loop that runs them is midalign/training.py."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from midalign.align import AlignConfig
+from midalign.align import LOSSES, POOLS, AlignConfig
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS
 from midalign.distributed import World
-from midalign.errors import DataError
+from midalign.errors import DataError, SettingsError
 from midalign.lora import DEFAULT_TARGETS
+from midalign.precision import DTYPES
 from midalign.registry import DEFAULT_MODEL
 
 # Every preset is a set of flag defaults; an explicit flag always wins. `paper` = App. D.1.
@@ -85,6 +87,75 @@ class TrainSettings:
     no_default_template: bool = False
     preset_resolved: str | None = None
     command: str | None = None  # how the run was started, for config.json (train.py: its command line)
+
+
+def _count(least: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"an integer ≥ {least}"
+
+
+def _number(low: float, high: float = math.inf, high_open: bool = False, low_open: bool = True):
+    ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (v > low if low_open else v >= low) and (v < high if high_open else v <= high))
+    return ok, (f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                if math.isfinite(high) else f"a finite number {'>' if low_open else '≥'} {low:g}")
+
+
+def _among(choices):
+    return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
+
+
+def _paths():
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, (str, Path)) for x in v),
+            "a non-empty list of paths")
+
+
+def _names():
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, str) and x for x in v),
+            "a non-empty list of names")
+
+
+def _layers():
+    one = _count(1)[0]
+    return (lambda v: one(v) or (isinstance(v, (list, tuple)) and len(v) > 0 and all(map(one, v))),
+            "a decoder layer (an integer ≥ 1) or a non-empty list of them")
+
+
+_FLAG = (lambda v: isinstance(v, bool), "True or False")
+# field → (test, what it must be); a field left None takes its value from the preset, experiment or model.
+RULES = {
+    "preset": _among(sorted(PRESETS)), "experiment": _among(sorted(EXPERIMENTS)), "dtype": _among(sorted(DTYPES)),
+    "model": (lambda v: isinstance(v, (str, Path)) and str(v) != "", "an offline alias, a local folder or a hub id"),
+    "device": (lambda v: isinstance(v, str) and v.split(":")[0] in ("cpu", "cuda"), "cpu, cuda or cuda:N"),
+    "lora_r": _count(1), "lora_alpha": _number(0), "lora_dropout": _number(0, 1, high_open=True, low_open=False),
+    "lora_targets": _names(), "task": _among(sorted(TASKS)), "train_data": _paths(), "dev_data": _paths(),
+    "train_langs": _names(), "mt_direction": _among(("to-en", "from-en", "both")), "max_length": _count(1),
+    "align_layer": _layers(), "align_data": _paths(), "align_dev_data": _paths(), "align_langs": _names(),
+    "pool": _among(list(POOLS)), "temperature": _number(0), "align_loss": _among(list(LOSSES)),
+    "align_dev_batches": _count(1), "align_max_length": _count(1), "batch_size": _count(1),
+    "align_batch_size": _count(2), "grad_accum": _count(1), "lr": _number(0),
+    "warmup_ratio": _number(0, 1, high_open=True, low_open=False), "clip": _number(0), "epochs": _number(0),
+    "max_steps": _count(0), "eval_every": _count(1), "patience": _count(1), "seed": _count(-2 ** 63),
+    "out": (lambda v: isinstance(v, (str, Path)) and str(v) != "", "a folder path"),
+    **{name: _FLAG for name in ("grad_checkpoint", "align_only", "no_align", "align_dev_split", "align_gather",
+                                "resume", "overwrite", "dry_run", "no_default_template")},
+}
+NULLABLE = {"preset", "experiment", "dtype", "device", "task", "train_data", "dev_data", "train_langs",
+            "mt_direction", "align_layer", "align_data", "align_dev_data", "align_langs", "pool", "temperature",
+            "batch_size", "align_batch_size", "grad_accum", "epochs", "max_steps", "eval_every", "patience",
+            "data_dir", "preset_resolved", "command"}
+
+
+def validate(settings: TrainSettings) -> TrainSettings:
+    """Every field's type, range and choices: the one check train.py's flags and `fit(TrainSettings(...))` both
+    pass before anything is loaded or written; the first bad field is a SettingsError naming it and its flag."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is None and f.name in NULLABLE:
+            continue
+        test, want = RULES.get(f.name, (lambda v: isinstance(v, (str, Path)), "a path or text"))
+        if not test(value):
+            raise SettingsError(f"{f.name} = {value!r} (train.py --{f.name.replace('_', '-')}) must be {want}")
+    return settings
 
 
 def with_preset(settings: TrainSettings) -> TrainSettings:

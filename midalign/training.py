@@ -30,9 +30,10 @@ import torch
 from tqdm import tqdm
 
 from midalign.adapters import adapter_from_model, save_adapter
-from midalign.align import AlignConfig, pairs_loss
+from midalign.align import AlignConfig, encode_pairs, pairs_loss
 from midalign.checkpoint import load_model_and_tokenizer, resolve_model_dir
 from midalign.config import ModelConfig
+from midalign.cost import MEASURE_AFTER, estimate_line, matmul_rate, measured_line, pass_flops
 from midalign.data.assemble import alignment_pairs, group_pairs, task_examples
 from midalign.data.tasks import TASKS, Pair
 from midalign.devloss import dev_losses
@@ -46,7 +47,7 @@ from midalign.rundir import RunLock, check_resume_settings, check_run_folder
 from midalign.schedule import (ALIGN, TASK, GradientSplit, alignment_batch, inverse_sqrt_lr, micro_batch_kinds,
                                task_batch)
 from midalign.settings import (TrainSettings, align_layers, apply_experiment, check_settings, command_line,
-                               resolution, resolve_settings, with_preset)
+                               resolution, resolve_settings, validate, with_preset)
 from midalign.sft import EncodedExamples, answer_tokens, collate, task_loss
 from midalign.state import find_state, load_state, save_state, write_checkpoint
 
@@ -56,7 +57,7 @@ class TrainingDiverged(RuntimeError):
 
 def fit(settings: TrainSettings) -> Path:
     """Train (or resume) the run `settings` describe; returns its best adapter's folder."""
-    args = with_preset(settings)
+    args = with_preset(validate(settings))
     world = init_world()
     lock, finished = RunLock(args.out), False
     try:
@@ -97,6 +98,24 @@ def memory_line(model, lora_config: LoRAConfig, args: TrainSettings, data: RunDa
         passes.append(f"alignment {n} × ≤{args.align_max_length} tokens to layer {max(align_layers(args))}")
     worst = max(estimates, key=lambda e: e.total)
     return f"[memory] estimate per process ({'; '.join(passes)}): {worst.describe()}"
+
+
+def update_flops(config, args: TrainSettings, data: RunData, kinds: list[str], tok, world: World) -> float:
+    """One process's floating-point work per update: its task micro-batches (the mean prepared example's
+    tokens, the LM head on the answers) and alignment micro-batches (both sides of the mean pair, to the
+    aligned layer), forward and backward (midalign.cost.pass_flops)."""
+    task_rows, align_rows = (max(1, n // world.size) for n in batch_rows(args, data))
+    flops = 0.0
+    if TASK in kinds and (encoded := data.task.prepared()):
+        tokens = sum(len(p) + len(a) for p, a in encoded) / len(encoded)
+        answer = sum(len(a) for _, a in encoded) / len(encoded)
+        flops += kinds.count(TASK) * pass_flops(config, task_rows * tokens, head_tokens=task_rows * answer)
+    if ALIGN in kinds:
+        sample = [p for pairs in data.pairs_by_lang.values() for p in pairs[:64 // len(data.pairs_by_lang) + 1]]
+        src, en = encode_pairs(tok, sample, args.align_max_length)
+        tokens = sum(map(len, src + en)) / len(sample)  # both sides of a pair
+        flops += kinds.count(ALIGN) * pass_flops(config, align_rows * tokens, layers=max(align_layers(args)))
+    return flops
 
 
 @dataclass
@@ -182,16 +201,18 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     if world.main:
         print(resolution(args), file=sys.stderr)
     folder = resolve_model_dir(args.model)
-    resolve_settings(args, ModelConfig.from_hf(folder))
+    config = ModelConfig.from_hf(folder)
+    resolve_settings(args, config)
+    check_settings(args, config.num_hidden_layers, world)
     if args.dry_run:
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()}, indent=1, default=str))
         return
-    if world.main:
+    if world.main:  # the lock first: a folder another live run holds is refused before anything in it is removed
+        lock.acquire()
         check_run_folder(args.out, args.resume, args.overwrite)
     model, tok = load_model_and_tokenizer(args.model, args.device or world.device(), args.dtype,
                                           args.no_default_template)
     dtype = model.lm_head.weight.dtype
-    check_settings(args, model.config.num_hidden_layers, world)
     world.main_first(lambda: apply_experiment(args))  # rank 0 downloads, the others then verify
     data = load_run_data(args, tok)
     kinds = micro_batch_kinds(args.grad_accum, task=not args.align_only, align=not args.no_align)
@@ -216,11 +237,9 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
         warmup = check_resume_settings(out, {**asdict(args), "dtype": str(dtype)}) or warmup
         trainer = load_state(state, model, optimizer, world)
         start = trainer.pop("step")
-    if world.main:
-        lock.acquire()
     log = open_run(args, world, start, {"world_size": world.size, "total_steps": total, "warmup_steps": warmup,
                                         "micro_batches": kinds, "dtype": str(dtype)})
-    announce(args, model, lora_config, data, kinds, total, world)
+    announce(args, model, tok, lora_config, data, kinds, total, world)
     has_dev = bool(data.dev_task or data.dev_pairs)
     save_adapter_as = lambda name: write_checkpoint(f"{name} adapter", out, lambda: save_adapter(
         adapter_from_model(model, lora_config), out / name))
@@ -266,6 +285,10 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
                 log.write(json.dumps(record) + "\n")
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("loss")})
             bar.update(1)
+            if step == start + 1:  # the first update warms up; the next ones are timed
+                timed_from = time.perf_counter()
+            elif step == start + MEASURE_AFTER and step < total:
+                say(measured_line(time.perf_counter() - timed_from, MEASURE_AFTER - 1, step, total))
             # --- evaluate (dev loss = task + alignment), keep the best, stop early
             if step % args.eval_every and step != total:
                 continue
@@ -298,9 +321,9 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
           file=sys.stderr)
 
 
-def announce(args: TrainSettings, model, lora_config: LoRAConfig, data: RunData, kinds: list[str], total: int,
+def announce(args: TrainSettings, model, tok, lora_config: LoRAConfig, data: RunData, kinds: list[str], total: int,
              world: World) -> None:
-    """The run's summary and memory estimate (rank 0), and a warning when there is no dev data."""
+    """The run's summary, memory and time estimates (rank 0), and a warning when there is no dev data."""
     if not world.main:
         return
     alignment = "off" if args.no_align else (f"at layer {'+'.join(map(str, align_layers(args)))}/"
@@ -319,6 +342,9 @@ def announce(args: TrainSettings, model, lora_config: LoRAConfig, data: RunData,
         print(f"[train] --align-batch-size {args.align_batch_size} exceeds the {align_rows} distinct English "
               f"sentences of the pairs: each alignment micro-batch holds {align_rows}", file=sys.stderr)
     print(memory_line(model, lora_config, args, data, world), file=sys.stderr)
+    print(estimate_line(update_flops(model.config, args, data, kinds, tok, world), total,
+                        matmul_rate(model.lm_head.weight.device, model.lm_head.weight.dtype),
+                        model.lm_head.weight.device, model.lm_head.weight.dtype, args.preset_resolved), file=sys.stderr)
     if not (data.dev_task or data.dev_pairs):
         print("[train] no dev data (task or alignment): no dev loss, no early stopping; best/ will be the last "
               "adapter. Pass --dev-data / --align-dev-data to select the best checkpoint.", file=sys.stderr)

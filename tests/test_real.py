@@ -81,3 +81,21 @@ def test_alignment_only_adapter_then_retrieval_with_it(tmp_path):
               "--langs", "en", "de", "--layers", "15", "--pool", "mean", "--out", str(tmp_path / "r"))
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "r" / "results.json").read_text())["adapter"].endswith("best")
+
+
+def test_refill_decoding_equals_static_batches_on_the_default_model():
+    """Finished rows refilled (evaluation's decoder) against static batches, token for token, in fp32: real
+    chat prompts of very different lengths (1 to 40 words of UDHR text) whose answers end at different steps."""
+    from midalign.checkpoint import load_model_and_tokenizer
+    from midalign.generate import generate, greedy_generate
+
+    model, tok = load_model_and_tokenizer("qwen2.5-coder-0.5b-instruct", "cpu", "fp32")
+    rows = parallel_rows(["de", "sw"], "test")
+    texts = [" ".join(r[lang].split()[:n]) for r, lang, n in zip(rows, ["de", "sw"] * 5, (1, 40, 3, 25, 2, 12, 6, 1, 30, 4))]
+    prompts = [tok.chat_ids([{"role": "system", "content": "Translate the following sentences to English."},
+                             {"role": "user", "content": t}]) for t in texts]
+    static = greedy_generate(model, prompts[:5], 24, tok.eos_ids, tok.pad_id) + \
+        greedy_generate(model, prompts[5:], 24, tok.eos_ids, tok.pad_id)
+    assert generate(model, prompts, 24, tok.eos_ids, tok.pad_id, batch_size=4, refill_at=1) == static
+    lengths = sorted(map(len, static))
+    assert lengths[0] < 12 and lengths[-1] == 24 and len(set(lengths)) >= 4, lengths

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,7 +154,6 @@ class _Exploit:
 
 
 def test_training_state_is_loaded_without_running_pickled_code(tiny_chat_checkpoint, uninterrupted, tmp_path):
-    import shutil
 
     data, full = uninterrupted
     out = tmp_path / "run"
@@ -166,7 +166,6 @@ def test_training_state_is_loaded_without_running_pickled_code(tiny_chat_checkpo
 
 
 def test_chat_template_runs_in_the_sandbox(tiny_chat_checkpoint, tmp_path):
-    import shutil
 
     from midalign.tokenizer import ChatTokenizer, TokenizerError
 
@@ -181,7 +180,6 @@ def test_chat_template_runs_in_the_sandbox(tiny_chat_checkpoint, tmp_path):
 
 def test_chat_templates_run_within_time_and_size_limits_and_odd_shapes_are_clear_errors(
         tiny_chat_checkpoint, tmp_path, monkeypatch):
-    import shutil
     import time
 
     from midalign import tokenizer
@@ -227,7 +225,6 @@ def test_chat_templates_run_within_time_and_size_limits_and_odd_shapes_are_clear
 
 
 def test_checkpoint_code_and_pickles_are_never_used(tiny_chat_checkpoint, tmp_path):
-    import shutil
 
     from midalign.checkpoint import load_model
     from midalign.errors import CheckpointError
@@ -251,7 +248,6 @@ def test_checkpoint_code_and_pickles_are_never_used(tiny_chat_checkpoint, tmp_pa
 
 
 def test_resume_with_another_process_count_is_refused(tiny_chat_checkpoint, uninterrupted, tmp_path):
-    import shutil
 
     import train
 
@@ -297,6 +293,14 @@ def test_a_finished_run_is_never_replaced_silently_and_one_writer_at_a_time(tiny
     train.main(tiny_args(tiny_chat_checkpoint, data, other, "--max-steps", "1"))
     assert not (other / ".lock").exists() and (other / "last").is_dir()
 
+    held = tmp_path / "held"  # a run another live process is still writing: --overwrite leaves it whole
+    shutil.copytree(out, held)
+    (held / ".lock").write_text(str(os.getppid()))
+    files = {p.relative_to(held): p.read_bytes() for p in held.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match="being written by another process"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, held, "--max-steps", "1", "--overwrite"))
+    assert {p.relative_to(held): p.read_bytes() for p in held.rglob("*") if p.is_file()} == files
+
 
 def test_resume_refuses_other_settings_and_names_them(tiny_chat_checkpoint, tmp_path):
     """--resume with another lr, batch size, seed or τ continued and rewrote config.json before."""
@@ -315,3 +319,31 @@ def test_resume_refuses_other_settings_and_names_them(tiny_chat_checkpoint, tmp_
     rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if "eval" not in l]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert json.loads((out / "config.json").read_text())["warmup_steps"] == json.loads(config)["warmup_steps"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("clip", -1.0), ("lora_dropout", -0.1), ("lora_dropout", 1.0), ("temperature", -0.5), ("pool", "max"),
+    ("align_loss", "mse"), ("lr", 0.0), ("warmup_ratio", 1.5), ("batch_size", 0), ("align_batch_size", 1),
+    ("grad_accum", 0), ("lora_r", 0), ("max_steps", -1), ("eval_every", 0), ("dtype", "fp16"), ("task", "ner"),
+    ("align_layer", 0), ("align_layer", [12, 0]), ("epochs", float("nan")), ("lora_targets", []),
+    ("train_data", "train.jsonl"), ("seed", 1.5), ("overwrite", "yes"), ("patience", True)])
+def test_every_invalid_setting_is_one_error_before_anything_is_written(tmp_path, field, value):
+    """fit(TrainSettings(...)), the way the studies train, skipped the command line's checks: 13 of 18 invalid
+    values ended in raw exceptions (some after writing files) and 3 trained the wrong objective with exit 0."""
+    from midalign.errors import SettingsError
+    from midalign.settings import TrainSettings
+    from midalign.training import fit
+
+    out = tmp_path / "run"
+    with pytest.raises(SettingsError, match=f"^{field} = .* \\(train.py --{field.replace('_', '-')}\\) must be "):
+        fit(TrainSettings(out=out, **{field: value}))
+    assert not out.exists()
+
+
+def test_invalid_flags_on_the_command_line_are_the_same_one_line_errors(tmp_path):
+    """`--clip -1` trained by gradient ascent, a negative --lora-dropout turned dropout off."""
+    for flags, field in ((["--clip", "-1"], "clip"), (["--lora-dropout", "-0.2"], "lora_dropout")):
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--out", str(tmp_path / "run")],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 1 and done.stderr.startswith(f"error: {field} = "), done.stderr
+        assert not (tmp_path / "run").exists()

@@ -163,6 +163,10 @@ def test_train_cli_end_to_end_and_bad_input(tiny_chat_checkpoint, tmp_path):
         assert a > 0 and b > 0 and abs(a - b) - 1e-6 <= r["grad_norm"] <= a + b + 1e-6
     assert [r["step"] for r in evals] == [2, 4, 6]
     assert all(abs(r["dev_loss"] - r["dev_task_loss"] - r["dev_align_loss"]) < 1e-9 for r in evals)
+    # the time it will take, said at the start and again after the first updates (6 planned, 4 timed)
+    assert "[cost] ≈ " in res.stderr and " per update × 6 updates" in res.stderr, res.stderr
+    said = res.stdout + res.stderr  # the measured line is written above the progress bar
+    assert "[cost] measured " in said and "(updates 2–4): 2 updates left" in said, said
 
     bad = tmp_path / "data" / "train.fr-en.jsonl"
     bad.write_text('{"translation": {"fr": "a", "en": "b"}}\n{"translation": {"fr": "a"}}\n')
@@ -192,3 +196,22 @@ def test_alignment_pair_formats_agree_and_bad_lines_are_named(tmp_path):
     (tmp_path / "Tatoeba.cy-en.en").write_text("Good morning.\n")
     with pytest.raises(DataError, match="must be line-aligned"):
         load_pairs(tmp_path / "Tatoeba.cy-en.cy")
+
+
+def test_cost_counts_every_projection_and_says_when_settings_are_sized_for_a_gpu(tiny_chat_checkpoint):
+    """pass_flops against the model's own weight matrices: 4 × their parameters × tokens (forward and the
+    backward to the inputs of frozen weights), the LM head on the answer tokens only."""
+    from midalign.checkpoint import load_model
+    from midalign.cost import estimate_line, pass_flops
+
+    model = load_model(tiny_chat_checkpoint, device="cpu")
+    layers = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    per_layer = sum(m.weight.numel() for m in layers) / model.config.num_hidden_layers
+    head = model.lm_head.weight.numel()
+    assert pass_flops(model.config, 10, head_tokens=3) == 4 * per_layer * model.config.num_hidden_layers * 10 + 4 * head * 3
+    assert pass_flops(model.config, 10, layers=1) == 4 * per_layer * 10
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    slow = estimate_line(2e15, 5000, 1e11, cpu, torch.bfloat16, "paper")  # 2 PFLOP × 5,000 at 0.1 TFLOP/s
+    assert "at least 27777.8 h" in slow and "sized for a GPU" in slow and "2315 days" in slow
+    assert "sized for a GPU" not in estimate_line(2e15, 5000, 1e11, gpu, torch.bfloat16, "paper")
+    assert "sized for a GPU" not in estimate_line(1e12, 200, 1e11, cpu, torch.bfloat16, "demo")
