@@ -18,6 +18,11 @@ on MASSIVE test utterances, tokenized once by this tree and handed to both trees
            length-sorted batches), this tree (finished rows refilled) and, in bf16, the peer (transformers'
            `generate` on the same length-sorted batches); answers per second and how many answers equal the
            earlier commit's, token for token
+  align    the joint runs' alignment micro-batch (16 translation pairs: MASSIVE test utterances of cy, ja, sw
+           with their English, as short as the study's Tatoeba pairs), forward and backward through a rank-8
+           LoRA to layer 12 (mean-skip-first, τ 0.1), in bf16, by --refill-ref and this tree: seconds, and
+           MFU (4 × the projection parameters of layers 1–12 × the real tokens, against a 1024³ bf16
+           matmul measured in the same process)
   step     one decoding step (one new token per row after a prefill of slot prompts) at 16 and 32 rows in
            bf16, by --refill-ref and this tree, beside the weight products of the same step (every weight
            matrix once, in order): the step's time that is not a matrix product
@@ -49,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("cy-GB", "ja-JP", "sw-KE", "en-US")  # the aligned languages, where the study's test items are, and English
 BATCHES = (8, 16, 32)
-PARTS = ("adapter", "prefill", "decode", "batch", "step", "gemm", "merge", "retrieve")
+PARTS = ("adapter", "prefill", "decode", "batch", "step", "align", "gemm", "merge", "retrieve")
 REFILL_BATCHES = (16, 32)
 
 
@@ -69,6 +74,8 @@ def child(tree: Path, job: dict) -> dict:
     prompts = job["prompts"]
     if job["kind"] == "gemm":
         return gemm_profile(model, job["reps"])
+    if job["kind"] == "align":
+        return align_profile(model, job["pairs"], job["reps"])
     if job["kind"] == "step":
         with torch.inference_mode(), amp():
             return step_profile(model, prompts, job["reps"])
@@ -131,6 +138,50 @@ def peer_generate(model, prompts: list[list[int]], new: int, eos_ids: list[int],
         for i, row in zip(rows, out):
             outputs[i] = next((row[:k] for k, t in enumerate(row) if t in eos_ids), row)
     return outputs
+
+
+def align_profile(model, batches: list[list[list[list[int]]]], reps: int) -> dict:
+    """Seconds of one alignment micro-batch (forward and backward, LoRA r 8) per batch of pairs (the median
+    over `reps` passes through all of them, after a warm-up on the first), and a 1024³ bf16 matmul's rate."""
+    import torch
+
+    from midalign.align import AlignConfig, alignment_loss
+    from midalign.lora import LoRAConfig, apply_lora
+
+    apply_lora(model, LoRAConfig())
+    model.train()
+    config = AlignConfig(12, 0.1, "mean-skip-first")
+    run = lambda pairs: alignment_loss(model, [s for s, _ in pairs], [e for _, e in pairs], config, 0).backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        run(batches[0])
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            for pairs in batches:
+                run(pairs)
+            times.append((time.perf_counter() - start) / len(batches))
+    a = torch.full((1024, 1024), 0.5, dtype=torch.bfloat16)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    return {"seconds": statistics.median(times), "matmul_flops": 5 * 2 * 1024 ** 3 / (time.perf_counter() - start)}
+
+
+def massive_pairs(massive: Path, model: str, n: int, size: int) -> list:
+    """n micro-batches of `size` (utterance, English utterance) token-id pairs: MASSIVE test utterances of cy,
+    ja and sw with the English utterance of the same id (MASSIVE is parallel), in a fixed random order."""
+    from midalign.checkpoint import resolve_model_dir
+    from midalign.tokenizer import ChatTokenizer
+
+    read = lambda locale: {r["id"]: r["utt"] for r in map(json.loads, (massive / f"{locale}.jsonl").open(encoding="utf-8"))
+                           if r["partition"] == "test"}
+    en = read("en-US")
+    pairs = [(u, en[i]) for locale in LOCALES[:3] for i, u in read(locale).items() if i in en]
+    pairs = random.Random(0).sample(pairs, n * size)
+    tok = ChatTokenizer(resolve_model_dir(model))
+    src, eng = tok.encode_batch([p[0] for p in pairs]), tok.encode_batch([p[1] for p in pairs])
+    return [list(zip(src[i * size:(i + 1) * size], eng[i * size:(i + 1) * size])) for i in range(n)]
 
 
 def step_profile(model, prompts: list[list[int]], reps: int) -> dict:
@@ -351,6 +402,21 @@ def main() -> None:
                          f"{sum(map(len, r['outputs']))} | **{before['seconds'] / r['seconds']:.2f}×** | "
                          f"{same} of {len(prompts)} |")
         lines.append("")
+    if "align" in args.parts:
+        from midalign.checkpoint import resolve_model_dir
+        from midalign.config import ModelConfig
+        from midalign.cost import pass_flops
+
+        batches = massive_pairs(args.massive, args.model, 6, 16)
+        tokens = statistics.mean(sum(len(s) + len(e) for s, e in pairs) for pairs in batches)
+        flops = pass_flops(ModelConfig.from_hf(resolve_model_dir(args.model)), tokens, layers=12)
+        al = {t: measure(tree, job(kind="align", dtype="bf16", tree=t, prompts=[], pairs=batches))
+              for t, tree in worktree(args.refill_ref)}
+        lines += [f"| alignment micro-batch (16 pairs, {tokens:.0f} real tokens, layer 12, bf16) | seconds | MFU | "
+                  f"against {args.refill_ref} |", "|---|---|---|---|",
+                  *(f"| {t} | {r['seconds']:.2f} | {flops / r['seconds'] / r['matmul_flops']:.0%} "
+                    f"(matmul {r['matmul_flops'] / 1e12:.2f} TFLOP/s) | **{al[args.refill_ref]['seconds'] / r['seconds']:.2f}×** |"
+                    for t, r in al.items()), ""]
     if "step" in args.parts:
         step = {(t, b): measure(tree, job(kind="step", dtype="bf16", tree=t, prompts=prompts[:b], reps=40))
                 for t, tree in worktree(args.refill_ref) for b in REFILL_BATCHES}

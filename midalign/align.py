@@ -131,12 +131,14 @@ def infonce_floor(n: int, temperature: float) -> float:
 
 
 def pooled_states(model, token_ids: list[list[int]], layers: tuple[int, ...], pool: str = "mean", pad_id: int = 0,
-                  max_tokens: int = 1024) -> Tensor:
+                  max_tokens: int = 256) -> Tensor:
     """(len(layers), N, d) pooled outputs of the decoder `layers` for N tokenised sentences, with gradients.
 
     Sentences are run in length-sorted chunks of about `max_tokens` padded tokens: each sentence's
     representation does not depend on its batch-mates, so this equals one padded batch while wasting
-    little compute on padding. Each pass stops after the highest layer (no upper layers, no LM head).
+    little compute on padding (a micro-batch of 32 Tatoeba sentences, 303 real tokens, is 800 tokens as one
+    padded batch; in chunks of 256 the pass takes 0.7× the time: bench/RESULTS.md). Each pass stops after
+    the highest layer (no upper layers, no LM head).
     """
     choose("pooling", pool, POOLS)
     device = model.lm_head.weight.device

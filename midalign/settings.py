@@ -100,8 +100,8 @@ def _number(low: float, high: float = math.inf, high_open: bool = False, low_ope
                 if math.isfinite(high) else f"a finite number {'>' if low_open else '≥'} {low:g}")
 
 
-def _among(choices):
-    return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
+def _among(choices):  # read when a value fails: a fork may have added a pooling or a loss since import
+    return lambda v: v in choices, lambda: "one of " + ", ".join(map(str, choices))
 
 
 def _paths():
@@ -130,7 +130,7 @@ RULES = {
     "lora_targets": _names(), "task": _among(sorted(TASKS)), "train_data": _paths(), "dev_data": _paths(),
     "train_langs": _names(), "mt_direction": _among(("to-en", "from-en", "both")), "max_length": _count(1),
     "align_layer": _layers(), "align_data": _paths(), "align_dev_data": _paths(), "align_langs": _names(),
-    "pool": _among(list(POOLS)), "temperature": _number(0), "align_loss": _among(list(LOSSES)),
+    "pool": _among(POOLS), "temperature": _number(0), "align_loss": _among(LOSSES),
     "align_dev_batches": _count(1), "align_max_length": _count(1), "batch_size": _count(1),
     "align_batch_size": _count(2), "grad_accum": _count(1), "lr": _number(0),
     "warmup_ratio": _number(0, 1, high_open=True, low_open=False), "clip": _number(0), "epochs": _number(0),
@@ -154,6 +154,7 @@ def validate(settings: TrainSettings) -> TrainSettings:
             continue
         test, want = RULES.get(f.name, (lambda v: isinstance(v, (str, Path)), "a path or text"))
         if not test(value):
+            want = want() if callable(want) else want
             raise SettingsError(f"{f.name} = {value!r} (train.py --{f.name.replace('_', '-')}) must be {want}")
     return settings
 

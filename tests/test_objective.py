@@ -122,8 +122,9 @@ def test_fit_with_an_unknown_pooling_or_loss_stops_before_writing_anything(tiny_
     from midalign.training import TrainSettings, fit
 
     data = write_tiny_data(tmp_path / "data")
-    for field, value, message in (("pool", "max", "unknown pooling 'max'"), ("align_loss", "mse", "unknown alignment loss"),
-                                  ("temperature", -1.0, "τ must be a positive number")):
+    for field, value, message in (("pool", "max", "pool = 'max' .* must be one of mean, mean-skip-first"),
+                                  ("align_loss", "mse", "align_loss = 'mse' .* must be one of infonce"),
+                                  ("temperature", -1.0, "temperature = -1.0 .* must be a finite number > 0")):
         out = tmp_path / field
         settings = TrainSettings(model=str(tiny_chat_checkpoint), train_data=[data["train"]], align_data=[data["pairs"]],
                                  align_layer=2, max_steps=1, out=out, **{field: value})
