@@ -60,10 +60,11 @@ class RunLock:
     naming the holder; a lock left by a process that died is taken over."""
 
     def __init__(self, out: Path):
-        self.path, self.held = Path(out) / ".lock", False
+        self.path, self.held, self.made = Path(out) / ".lock", False, False
 
     def acquire(self) -> None:
         try:
+            self.made = not self.path.parent.exists()  # removed again on release if nothing else was written
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot write to --out {self.path.parent}: {e}; choose a writable folder") from e
@@ -88,6 +89,8 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+            if self.made and not any(self.path.parent.iterdir()):  # a run that stopped before writing anything
+                self.path.parent.rmdir()
 
 
 def _read_pid(path: Path) -> int | None:

@@ -100,7 +100,7 @@ def _number(low: float, high: float = math.inf, high_open: bool = False, low_ope
                 if math.isfinite(high) else f"a finite number {'>' if low_open else '≥'} {low:g}")
 
 
-def _among(choices):  # read when a value fails: a fork may have added a pooling or a loss since import
+def _among(choices):  # the live table, read when a value fails: a fork may add a task, pooling or loss
     return lambda v: v in choices, lambda: "one of " + ", ".join(map(str, choices))
 
 
@@ -123,11 +123,11 @@ def _layers():
 _FLAG = (lambda v: isinstance(v, bool), "True or False")
 # field → (test, what it must be); a field left None takes its value from the preset, experiment or model.
 RULES = {
-    "preset": _among(sorted(PRESETS)), "experiment": _among(sorted(EXPERIMENTS)), "dtype": _among(sorted(DTYPES)),
+    "preset": _among(PRESETS), "experiment": _among(EXPERIMENTS), "dtype": _among(DTYPES),
     "model": (lambda v: isinstance(v, (str, Path)) and str(v) != "", "an offline alias, a local folder or a hub id"),
     "device": (lambda v: isinstance(v, str) and v.split(":")[0] in ("cpu", "cuda"), "cpu, cuda or cuda:N"),
     "lora_r": _count(1), "lora_alpha": _number(0), "lora_dropout": _number(0, 1, high_open=True, low_open=False),
-    "lora_targets": _names(), "task": _among(sorted(TASKS)), "train_data": _paths(), "dev_data": _paths(),
+    "lora_targets": _names(), "task": _among(TASKS), "train_data": _paths(), "dev_data": _paths(),
     "train_langs": _names(), "mt_direction": _among(("to-en", "from-en", "both")), "max_length": _count(1),
     "align_layer": _layers(), "align_data": _paths(), "align_dev_data": _paths(), "align_langs": _names(),
     "pool": _among(POOLS), "temperature": _number(0), "align_loss": _among(LOSSES),

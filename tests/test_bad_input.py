@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_args, write_tiny_data
 from midalign.data.tasks import load_massive, load_pairs, load_parallel_jsonl, load_uner
 from midalign.data.udhr import Version, resolve_versions
-from midalign.errors import DataError
+from midalign.errors import DataError, MidalignError
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,7 +51,7 @@ def test_missing_file_and_unknown_language_code(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (("--align-layer", "0"), "--align-layer 0 is out of range: this model has decoder layers 1..4"),
+    (("--align-layer", "0"), "align_layer = 0 (train.py --align-layer) must be a decoder layer (an integer ≥ 1)"),
     (("--align-layer", "5"), "--align-layer 5 is out of range"),
     (("--align-langs", "de", "xx"), "no alignment pairs for xx: add them to --align-data or drop them from --align-langs"),
     (("--align-only", "--no-align"), "--align-only with --no-align leaves nothing to train"),
@@ -63,7 +63,7 @@ def test_train_rejects_bad_settings_before_writing_anything(tiny_chat_checkpoint
     data = write_tiny_data(tmp_path / "data")
     out = tmp_path / "run"
     args = tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "1", *(e.format(data=tmp_path / "data") for e in extra))
-    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+    with pytest.raises(MidalignError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train.main(args)
     assert not out.exists(), "nothing is written for a run that cannot start"
 
