@@ -26,10 +26,11 @@ from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
 from midalign.evaluation import (first_per_unit, group_averages, group_units, load_examples, load_for_inference,
                                  predict, score_units)
-from midalign.io import atomic_write_text, check_writable_folder
+from midalign.io import PROVENANCE, atomic_dir, atomic_write_text, check_output_folder, check_writable_folder, write_provenance
 from midalign.registry import DEFAULT_MODEL
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
+OWN_FILES = {"predictions.jsonl", "scores.json", "table.md", PROVENANCE}  # what an evaluation writes into --out
 UDHR_LIMIT, UDHR_MAX_NEW_TOKENS = 4, 128  # the offline default: the 4 shortest held-out paragraphs per language
 
 
@@ -56,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_template_argument(p)
     p.add_argument("--comet-python", type=Path,
                    help="python of a separate environment with unbabel-comet, for COMET-22 (mt)")
-    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (written whole, atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier evaluation in --out (never anything else, never an input)")
     return p.parse_args(argv)
 
 
@@ -122,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         args.langs = args.langs or experiment.test_langs
     task = get_task(args.task)
     examples = test_examples(args, task)
+    if not examples:
+        raise DataError(f"no test examples for --langs {' '.join(args.langs or [])} in "
+                        f"{', '.join(map(str, args.data or ['the offline data']))}: check the language codes")
     langs = list(dict.fromkeys(ex.lang for ex in examples))
     units = list(dict.fromkeys(ex.unit for ex in examples))
     if args.groups:
@@ -146,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         groups = {}
     groups = group_units(groups, units)
     max_new = args.max_new_tokens or (task.max_new_tokens if args.data else UDHR_MAX_NEW_TOKENS)
+    check_output_folder(args.out, [a for a in (args.adapter, *(args.data or [])) if a], OWN_FILES.__contains__,
+                        args.overwrite)
     check_writable_folder(args.out)  # what can fail cheaply fails before the generation
     if task.comet and args.comet_python:
         check_comet(args.comet_python)
@@ -168,13 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     scores = {"task": args.task, "model": args.model, "adapter": str(args.adapter) if args.adapter else None,
               "metric": metric, "n_examples": len(examples), "per_language": per_unit, "groups": averages,
               "group_members": groups, "generation": generation}
-    atomic_write_text(args.out / "predictions.jsonl", "".join(
-        json.dumps({"lang": ex.lang, "unit": ex.unit, "input": ex.user, "reference": ex.answer, "prediction": p},
-                   ensure_ascii=False) + "\n"
-        for ex, p in zip(examples, predictions)))
-    atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=1, ensure_ascii=False))
     table = markdown_table(per_unit, averages, metric, label)
-    atomic_write_text(args.out / "table.md", table)
+    with atomic_dir(args.out) as tmp:  # the whole folder at once: no earlier evaluation's file stays beside it
+        atomic_write_text(tmp / "predictions.jsonl", "".join(
+            json.dumps({"lang": ex.lang, "unit": ex.unit, "input": ex.user, "reference": ex.answer, "prediction": p},
+                       ensure_ascii=False) + "\n"
+            for ex, p in zip(examples, predictions)))
+        atomic_write_text(tmp / "scores.json", json.dumps(scores, indent=1, ensure_ascii=False))
+        atomic_write_text(tmp / "table.md", table)
+        write_provenance(tmp, model=args.model, adapter=args.adapter, task=args.task, data=args.data,
+                         langs=langs, dtype=args.dtype, batch_size=args.batch_size, max_new_tokens=max_new)
     print(table)
     for unit, s in per_unit.items():
         print(f"{unit}: {task.summary(s)}")

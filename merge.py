@@ -30,7 +30,7 @@ from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_mo
 from midalign.cli import add_device_arguments, add_template_argument, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
 from midalign.evaluation import load_examples
-from midalign.io import check_output_folder
+from midalign.io import PROVENANCE, check_output_folder, write_provenance
 from midalign.merging import save_search, search_weight
 from midalign.lora import apply_lora, merge_lora
 
@@ -79,6 +79,9 @@ def search(args, adapters: list) -> None:
     merged, record = search_weight(model, tok, adapters, args.search, args.method, task, examples,
                                    args.max_new_tokens or task.max_new_tokens, args.batch_size)
     save_search(args.out, merged, record)
+    write_provenance(args.out, adapters=args.adapters, method=args.method, weights=[record["best_weight"],
+                                                                                   1 - record["best_weight"]],
+                     searched=list(record["weights"]))
     w = record["best_weight"]
     print(f"best task weight {w:g} (dev score {record['weights'][f'{w:g}']['score']:.2f}); wrote the merged adapter "
           f"and search.json to {args.out}")
@@ -88,7 +91,7 @@ def search(args, adapters: list) -> None:
 # only these is its own earlier output, replaced with --overwrite; anything else there stops it.
 OWN_FILES = {"adapter_config.json", "adapter_model.safetensors", "search.json", "config.json", "generation_config.json",
              "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "chat_template.jinja"}
+             "special_tokens_map.json", "chat_template.jinja", PROVENANCE}
 
 
 def own_file(name: str) -> bool:
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     merged = merge_adapters(adapters, weights, args.method)
     if not args.into_base:
         save_adapter(merged, args.out)
+        write_provenance(args.out, adapters=args.adapters, weights=weights, method=args.method)
         print(f"wrote {args.method}-merged adapter (rank {merged.config.r}) to {args.out}")
         return
     base = args.model or merged.base_model
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     load_adapter_weights(model, merged, where=" + ".join(map(str, args.adapters)))  # checks names and shapes
     merge_lora(model)
     save_checkpoint(model, folder, args.out)
+    write_provenance(args.out, adapters=args.adapters, weights=weights, method=args.method, base=base)
     print(f"wrote base '{base}' + {args.method}-merged adapters as a full checkpoint to {args.out}")
 
 

@@ -34,10 +34,25 @@ class OutputError(MidalignError, ValueError):
     """An output path that would destroy something the command did not make, or overwrite an input."""
 
 
+PROVENANCE = "provenance.json"  # what produced an output folder; its presence marks the folder as a command's own
+
+
+def write_provenance(folder: str | os.PathLike, **record) -> None:
+    """`folder/provenance.json`: the command line, the time and `record` (inputs, weights, settings)."""
+    import datetime
+    import json
+    import sys
+
+    atomic_write_text(Path(folder) / PROVENANCE, json.dumps(
+        {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+         "written": datetime.datetime.now().isoformat(timespec="seconds"), **record}, indent=1, default=str))
+
+
 def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike], own: Callable[[str], bool],
                         overwrite: bool) -> None:
     """Refuse, before any work, an --out that is an input (or holds or lies in one), a file, or a folder
-    holding anything but this command's own earlier output (`own(name)`: a file it writes) unless `overwrite`."""
+    holding anything but this command's own earlier output (`own(name)`: a file it writes, and the folder's
+    provenance.json, which marks it as an output at all) unless `overwrite`."""
     out = Path(out).resolve()
     for path in map(lambda p: Path(p).resolve(), inputs):
         if out == path or path in out.parents or out in path.parents:
@@ -51,6 +66,9 @@ def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike],
         if foreign:
             raise OutputError(f"--out {out} holds files this command did not make ({', '.join(foreign[:5])}); "
                               f"choose an empty or new folder")
+        if PROVENANCE not in names:  # the same file names, but not written as this command's output
+            raise OutputError(f"--out {out} holds {', '.join(names[:5])} but no {PROVENANCE}: not this command's "
+                              f"earlier output (a trained adapter, another tool's files); choose a new folder")
         if not overwrite:
             raise OutputError(f"--out {out} holds an earlier output ({', '.join(names[:5])}); pass --overwrite "
                               f"to replace it, or choose a new folder")

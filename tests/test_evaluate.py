@@ -75,3 +75,25 @@ def test_bad_test_file_names_file_and_line(tiny_chat_checkpoint, tmp_path):
     assert not (tmp_path / "o" / "scores.json").exists()
     res = run_eval("--task", "slot", "--model", str(tiny_chat_checkpoint), "--out", str(tmp_path / "o"))
     assert res.returncode != 0 and "--task slot needs --data" in res.stderr
+
+
+def test_an_earlier_evaluation_is_replaced_only_when_told_and_whole(tiny_chat_checkpoint, tmp_path):
+    """Two evaluations into one --out both exited 0 (one result gone); a --langs typo wrote an empty one."""
+    data = tmp_path / "m.jsonl"
+    data.write_text("".join(json.dumps({"locale": l, "partition": "test", "utt": u, "annot_utt": u}) + "\n"
+                            for l, u in (("en-US", "wake me up"), ("de-DE", "weck mich"))))
+    run = lambda *a: run_eval("--task", "slot", "--model", str(tiny_chat_checkpoint), "--data", str(data),
+                              "--max-new-tokens", "2", "--out", str(tmp_path / "o"), *a)
+    assert run("--langs", "en").returncode == 0
+    (tmp_path / "o" / "table.md").unlink()  # an earlier evaluation's file that the next one would not rewrite…
+    (tmp_path / "o" / "table.md").write_text("stale")
+    res = run("--langs", "de")
+    assert res.returncode == 1 and "holds an earlier output" in res.stderr and "pass --overwrite" in res.stderr
+    assert run("--langs", "de", "--overwrite").returncode == 0
+    assert (tmp_path / "o" / "table.md").read_text() != "stale"  # …is gone: the folder is written whole
+    record = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert record["langs"] == ["de"] and record["model"] == str(tiny_chat_checkpoint) and "--overwrite" in record["command"]
+    res = run_eval("--task", "slot", "--model", str(tiny_chat_checkpoint), "--data", str(data), "--langs", "xx",
+                   "--out", str(tmp_path / "typo"))
+    assert res.returncode == 1 and "no slot examples" in res.stderr and "for languages xx" in res.stderr
+    assert not (tmp_path / "typo").exists()

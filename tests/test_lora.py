@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -319,6 +321,13 @@ def test_merge_never_destroys_what_it_did_not_make_nor_writes_nan(tiny, tmp_path
     res = run("--out", str(tmp_path / "m"))
     assert res.returncode == 1 and "pass --overwrite" in res.stderr
     assert run("--out", str(tmp_path / "m"), "--weights", "0.9", "0.1", "--overwrite").returncode == 0
+    record = json.loads((tmp_path / "m" / "provenance.json").read_text())  # which merge survived is on record
+    assert record["weights"] == [0.9, 0.1] and record["adapters"] == paths and record["method"] == "linear"
+    trained = tmp_path / "trained"  # a run's adapter: the same file names, but not a merge output
+    shutil.copytree(paths[1], trained)
+    res = run("--out", str(trained), "--overwrite")
+    assert res.returncode == 1 and "no provenance.json: not this command's earlier output" in res.stderr
+    assert {f.name: f.read_bytes() for f in trained.iterdir()} == before[paths[1]]
 
     adapters = [read_adapter(p) for p in paths]
     with pytest.raises(AdapterError, match="NaN or inf"):
