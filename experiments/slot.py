@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     round2 = None
     if not args.quick:  # round two's section leads the report (its runner imports this module: imported here)
         from slot_round2 import RESULTS as ROUND2, for_report, load_design
-        round2 = for_report(load_design(), study, ROUND2)
+        round2 = for_report(load_design(), study, ROUND2, args.results)
     render(study, args.results, args.report, lambda path: read_result(path, study.fingerprint(path.stem)), command,
            round2)
     print(f"wrote {args.report}")

@@ -98,9 +98,13 @@ def stamp(design: dict, study: SlotStudy) -> str:
     return hashlib.sha256(both.encode()).hexdigest()[:10]
 
 
-def for_report(design: dict, study: SlotStudy, results: Path) -> tuple:
-    """What slot_report.render takes to write round two's section."""
-    return design, lambda run: read_result(results / f"{run}.json", stamp(design, study))
+def for_report(design: dict, study: SlotStudy, results: Path, round_one: Path) -> tuple:
+    """What slot_report.render takes to write round two's section: the design, readers of round two's and
+    round one's result files, and the lines of the round's deviations file (results/DEVIATIONS.md)."""
+    notes = results / "DEVIATIONS.md"
+    return (design, lambda run: read_result(results / f"{run}.json", stamp(design, study)),
+            lambda run: read_result(round_one / f"{run}.json", study.fingerprint(run)),
+            notes.read_text(encoding="utf-8").strip().splitlines() if notes.is_file() else [])
 
 
 class Round2(Runner):
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             runner.stage(stage)
     command = "python experiments/slot_round2.py" + (f" --quick --model {study.model}" if args.quick else "")
     render(study, args.round_one, args.report, lambda path: read_result(path, study.fingerprint(path.stem)), command,
-           round2=for_report(design, study, args.results))
+           round2=for_report(design, study, args.results, args.round_one))
     print(f"wrote {args.report}")
 
 

@@ -57,7 +57,46 @@ def reach(curve: list[dict], n: int, temperature: float, k: int = 10) -> dict:
             "share": (chance - last) / (chance - floor), "updates": len(losses)}
 
 
-def section(design: dict, get: Callable[[str], dict | None]) -> list[str]:
+def agreement(old: dict, new: dict) -> dict:
+    """A retrained run's test predictions against a committed run's, on the items both decoded (by id):
+    how many predictions are identical, and each run's mean F1 over languages on those items."""
+    from midalign.metrics import slot_f1
+
+    same = total = 0
+    f1 = {"committed": [], "retrained": []}
+    for lang, rows in old["items"].items():
+        mine = {row[0]: row for row in new["items"].get(lang, [])}
+        common = [(row, mine[row[0]]) for row in rows if row[0] in mine]
+        if not common:
+            continue
+        same += sum(a[3] == b[3] for a, b in common)
+        total += len(common)
+        for key, pick in (("committed", 0), ("retrained", 1)):
+            f1[key].append(100 * slot_f1(*zip(*[pair[pick][1:4] for pair in common]), lang)["f1"])
+    return {"identical": same, "items": total, **{k: statistics.mean(v) for k, v in f1.items() if v}}
+
+
+def section(design: dict, get: Callable[[str], dict | None], round_one: Callable[[str], dict | None] | None = None,
+            deviations: list[str] = ()) -> list[str]:
+    """Round two's section; `round_one` reads round one's result files (the retrained SFT runs are compared
+    with its committed predictions), `deviations` are the lines of the round's deviations file."""
+    lines = gate_and_endpoint(design, get)
+    retrained = [(s, a) for s in design["seeds"] if round_one and (old := round_one(f"sft-s{s}"))
+                 and (new := get(f"sft-s{s}")) and (a := agreement(old, new))["items"]]
+    if retrained:
+        lines += ["", "### Retrained SFT against round one's", "",
+                  "Round one's adapters were not kept (weights are never committed); its SFT runs were retrained "
+                  "with the same seeds and settings. Their test predictions on round one's items:", "",
+                  "| seed | identical predictions | mean F1, round one's committed | mean F1, retrained |",
+                  "|---|---|---|---|",
+                  *(f"| {s} | {a['identical']:,} of {a['items']:,} ({100 * a['identical'] / a['items']:.0f}%) | "
+                    f"{a['committed']:.1f} | {a['retrained']:.1f} |" for s, a in retrained)]
+    if deviations:
+        lines += ["", "### Deviations and implementation notes", "", *deviations]
+    return lines
+
+
+def gate_and_endpoint(design: dict, get: Callable[[str], dict | None]) -> list[str]:
     g = design["gate"]
     base = get("ret-base")
     commit = base.get("preregistration") if base else None

@@ -4,6 +4,7 @@ Tatoeba excerpts, and its report recomputed from the predictions stored in the r
 from __future__ import annotations
 
 import json
+import statistics
 import math
 import subprocess
 import sys
@@ -333,3 +334,20 @@ def test_round_two_verdict_wording_is_the_preregistered_table():
     assert verdict([-2.0, -0.1], 1.7) == "alignment lowers transfer to the aligned languages"
     assert verdict([-0.8, 1.2], 1.7).startswith("no gain of the paper's relative size: +1.7 F1 is excluded")
     assert verdict([-0.8, 1.7], 1.7) == "inconclusive"  # the smallest effect of interest on the boundary
+
+
+def test_round_two_agreement_of_a_retrained_run_with_committed_predictions():
+    """On round one's committed files: a run against itself agrees everywhere; against another run the
+    identical predictions are those counted item by item, and each side's F1 is its file's own per-language F1."""
+    from slot_round2_report import agreement
+
+    sft, joint = (json.loads((ROOT / "experiments" / "results" / "slot" / f"{r}-s0.json").read_text())
+                  for r in ("sft", "joint"))
+    same = agreement(sft, sft)
+    assert same["identical"] == same["items"] == sum(len(v) for v in sft["items"].values())
+    other = agreement(sft, joint)
+    by_id = {(l, row[0]): row[3] for l, rows in joint["items"].items() for row in rows}
+    assert other["identical"] == sum(by_id[l, row[0]] == row[3] for l, rows in sft["items"].items() for row in rows)
+    assert other["identical"] < other["items"]
+    assert abs(other["committed"] - statistics.mean(sft["per_lang"].values())) < 1e-9
+    assert abs(other["retrained"] - statistics.mean(joint["per_lang"].values())) < 1e-9
