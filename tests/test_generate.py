@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import hf_model
+from conftest import TEST_DEVICE, hf_model
 from midalign.batching import left_pad
 from midalign.checkpoint import load_model
 from midalign.generate import GenerationError, RefillDecoder, generate, greedy_generate
@@ -51,7 +51,7 @@ def compactions(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize("system", [12, 0])
 def test_refill_decoding_equals_each_prompt_decoded_alone_and_in_static_batches(tiny_checkpoint, compactions, system):
-    model = load_model(tiny_checkpoint, device="cpu")
+    model = load_model(tiny_checkpoint, device=TEST_DEVICE)  # bench/gpu_check.sh runs it on CUDA
     prompts = mixed_prompts(model.config.vocab_size, 21, system)
     eos = early_stops(model, prompts)
     alone = [greedy_generate(model, [p], MAX_NEW, eos, 0)[0] for p in prompts]
