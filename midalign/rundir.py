@@ -3,6 +3,7 @@ the settings it was started with (hours of CPU or GPU time depend on each of the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,31 @@ RUN_FILES = ("config.json", "log.jsonl", "state", "best", "last")  # what train.
 # Settings that may differ on --resume: how long, how often to evaluate and save, where it runs. Every
 # other saved setting shapes the run (data, model, objective, optimisation) and must match.
 SAFE_TO_CHANGE = {"max_steps", "eval_every", "patience", "resume", "overwrite", "dry_run", "device", "command", "out",
-                  "grad_checkpoint", "total_steps", "world_size", "preset", "preset_resolved", "experiment", "data_dir"}
+                  "grad_checkpoint", "total_steps", "world_size", "preset", "preset_resolved", "experiment", "data_dir",
+                  # data files are compared by content (`data_files`), not by how their paths are spelled
+                  "train_data", "dev_data", "align_data", "align_dev_data"}
+DATA_ROLES = ("train_data", "dev_data", "align_data", "align_dev_data")
+
+
+def file_digest(path: Path) -> dict:
+    """Size and sha256 of a file, or of every file under a folder (by relative path)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h, size = hashlib.sha256(), 0
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def data_files(settings) -> dict:
+    """Per data role, the size and hash of each of its files in order (what --resume compares)."""
+    return {role: [file_digest(p) for p in getattr(settings, role)] if getattr(settings, role) else None
+            for role in DATA_ROLES}
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -47,7 +72,12 @@ def check_resume_settings(out: Path, settings: dict) -> int | None:
                               f"start without --resume in a new --out") from e
     norm = lambda v: json.loads(json.dumps(v, default=str))  # paths and tuples as the saved file holds them
     differ = [f"--{k.replace('_', '-')} {norm(saved[k])!r} → {norm(v)!r}" for k, v in settings.items()
-              if k in saved and k not in SAFE_TO_CHANGE and norm(saved[k]) != norm(v)]
+              if k in saved and k not in SAFE_TO_CHANGE | {"data_files"} and norm(saved[k]) != norm(v)]
+    for role, files in (settings.get("data_files") or {}).items():  # by content: any path to the same bytes
+        before = (saved.get("data_files") or {}).get(role)
+        if "data_files" in saved and norm(before) != norm(files):
+            differ.append(f"--{role.replace('_', '-')}: the files' contents differ from the run's (size/sha256 in "
+                          f"config.json's data_files)")
     if differ:
         raise CheckpointError(f"--resume with other settings than the run in {out} was started with: "
                               f"{'; '.join(differ)}. Resume with the saved ones (config.json), or start a new --out "

@@ -43,7 +43,7 @@ from midalign.io import atomic_write_text
 from midalign.lora import LoRAConfig, apply_lora, trainable_parameters
 from midalign.memory import estimate_training_memory
 from midalign.precision import autocast
-from midalign.rundir import RunLock, check_resume_settings, check_run_folder
+from midalign.rundir import RunLock, check_resume_settings, check_run_folder, data_files
 from midalign.schedule import (ALIGN, TASK, GradientSplit, alignment_batch, inverse_sqrt_lr, micro_batch_kinds,
                                task_batch)
 from midalign.settings import (TrainSettings, align_layers, apply_experiment, check_settings, command_line,
@@ -229,15 +229,17 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
     amp, gather, out = autocast(model.lm_head.weight.device, dtype), world.gather if args.align_gather else None, args.out
     trainer, start = {"best_dev_loss": None, "best_step": None, "bad_evals": 0}, 0
+    files = data_files(args) if world.main else None  # the data by content, for --resume
     if args.resume:
         state = find_state(out)
         if state is None:
             raise CheckpointError(f"--resume: no complete training state in {out}/state; start without --resume")
         # every setting that shapes the run as saved; a longer --max-steps keeps the schedule's warm-up
-        warmup = check_resume_settings(out, {**asdict(args), "dtype": str(dtype)}) or warmup
+        warmup = check_resume_settings(out, {**asdict(args), "dtype": str(dtype), "data_files": files}) or warmup
         trainer = load_state(state, model, optimizer, world)
         start = trainer.pop("step")
     log = open_run(args, world, start, {"world_size": world.size, "total_steps": total, "warmup_steps": warmup,
+                                        "data_files": files,
                                         "micro_batches": kinds, "dtype": str(dtype)})
     announce(args, model, tok, lora_config, data, kinds, total, world)
     has_dev = bool(data.dev_task or data.dev_pairs)

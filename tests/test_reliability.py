@@ -347,3 +347,22 @@ def test_invalid_flags_on_the_command_line_are_the_same_one_line_errors(tmp_path
                               capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 1 and done.stderr.startswith(f"error: {field} = "), done.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_resume_identifies_data_by_content_not_by_path_spelling(tiny_chat_checkpoint, tmp_path):
+    """--resume compared path strings: it continued on changed data at the same path and refused the same files
+    named another way."""
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    moved = {k: tmp_path / "moved" / Path(v).name for k, v in data.items()}  # the same bytes, another path
+    train.main(tiny_args(tiny_chat_checkpoint, moved, out, "--max-steps", "3", "--resume"))
+    assert json.loads((out / "config.json").read_text())["data_files"]["train_data"][0]["size"] == \
+        moved["train"].stat().st_size
+    first = moved["train"].read_text().splitlines()[0]
+    moved["train"].write_text(moved["train"].read_text().rstrip("\n") + "\n" + first + "\n")  # changed content, same path
+    with pytest.raises(CheckpointError, match="--train-data: the files' contents differ from the run's"):
+        train.main(tiny_args(tiny_chat_checkpoint, moved, out, "--max-steps", "4", "--resume"))
