@@ -27,7 +27,7 @@ from midalign.evaluation import load_for_inference
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_sentences
 from midalign.errors import DataError
-from midalign.io import atomic_write_text, check_writable_folder
+from midalign.io import PROVENANCE, atomic_dir, atomic_write_text, check_output_folder, check_writable_folder, write_provenance
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, layer_retrieval
 from midalign.stats import pearson
@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--k", type=positive_int, default=4, help="neighbourhood size of the margin")
     g.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
     g = p.add_argument_group("output and analysis")
-    g.add_argument("--out", type=Path, default=Path("runs/retrieval"), help="output folder")
+    g.add_argument("--out", type=Path, default=Path("runs/retrieval"), help="output folder (written whole, atomically)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier retrieval in --out (never anything else, never an input)")
     g.add_argument("--compare", nargs="+", type=Path, metavar="RESULTS",
                    help="only plot accuracy vs layer for these results.json files (overlaid) into --out")
     g.add_argument("--correlate", nargs=2, type=Path, metavar=("RESULTS", "SCORES"),
@@ -214,6 +216,12 @@ def correlate(results_path: Path, scores_path: Path, permutations: int, layer: i
 
 # -------------------------------------------------------------------------------------------- main
 
+def own_file(name: str) -> bool:
+    """What a retrieval writes into --out (its earlier output, replaced with --overwrite)."""
+    return name in {"results.json", "results.csv", "accuracy_vs_layer.png", PROVENANCE} or \
+        (name.startswith("heatmap_") and name.endswith(".png"))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.correlate:
@@ -229,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     sentences = read_sentences(args.data, args.split, args.langs)
     if len(sentences) < 2:
         raise DataError(f"retrieval needs at least two languages (got {', '.join(sentences) or 'none'}); add --langs")
+    check_output_folder(args.out, [a for a in (args.adapter, args.data) if a and Path(a).exists()], own_file,
+                        args.overwrite)
     check_writable_folder(args.out)  # before the embedding, not after
     model, tok = load_for_inference(args.model, args.adapter, args.device, args.dtype)
     layers = parse_layers(args.layers, model.config.num_hidden_layers)
@@ -238,9 +248,12 @@ def main(argv: list[str] | None = None) -> None:
                "split": args.split if args.data == "udhr" else None, "margin": args.margin, "k": args.k, **found}
     total_s = time.perf_counter() - start
     results["timing"] = {"total_s": round(total_s, 1), "forward_s": round(forward_s, 1)}
-    write_outputs(results, args.out)
+    with atomic_dir(args.out) as tmp:  # the whole folder at once: no earlier run's plot stays beside the results
+        write_outputs(results, tmp)
+        plots = plot([(args.adapter.name if args.adapter else "base", results)], tmp)
+        write_provenance(tmp, model=args.model, adapter=args.adapter, data=args.data, split=args.split,
+                         langs=list(sentences), layers=layers, pools=args.pool, margin=args.margin, k=args.k)
     print_table(results)
-    plots = plot([(args.adapter.name if args.adapter else "base", results)], args.out)
     print(f"\n{total_s:.0f} s in all, {forward_s:.0f} s in forward passes; wrote {args.out}/results.json, "
           f"results.csv" + (f", {len(plots)} plot(s)" if plots else ""))
 

@@ -136,6 +136,17 @@ def test_retrieve_cli_end_to_end_on_a_tiny_model(tiny_chat_checkpoint, tmp_path)
         assert set(s["per_direction"]) == {"en-de", "en-fr", "de-en", "de-fr", "fr-en", "fr-de"}
         assert s["paper_average"] == pytest.approx(np.mean([v[1:] for v in s["per_direction"].values()]))
     assert (tmp_path / "out" / "results.csv").read_text().startswith("pool,layer,source,target,accuracy")
+    # an earlier retrieval is replaced only when told, and whole: no earlier plot stays beside the new results
+    again = lambda *a: subprocess.run([sys.executable, str(ROOT / "retrieve.py"), "--model", str(tiny_chat_checkpoint),
+                                       "--data", str(data), "--layers", "0,2", "--out", str(tmp_path / "out"), *a],
+                                      capture_output=True, text=True, cwd=ROOT)
+    res = again()
+    assert res.returncode == 1 and "holds an earlier output" in res.stderr and "pass --overwrite" in res.stderr
+    (tmp_path / "out" / "heatmap_stale.png").write_bytes(b"an earlier run's plot")
+    assert again("--overwrite").returncode == 0
+    assert not (tmp_path / "out" / "heatmap_stale.png").exists()
+    record = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert record["layers"] == [0, 2] and record["data"] == str(data) and record["langs"] == ["en", "de", "fr"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"en": "a", "de": "b"}\n{"en": "c"\n')
     res = subprocess.run([sys.executable, str(ROOT / "retrieve.py"), "--model", str(tiny_chat_checkpoint),
