@@ -214,6 +214,8 @@ def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: 
 
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt: every prompt needs at least one token")
+    if batch_size < 1 or (refill_at is not None and refill_at < 1):
+        raise ValueError(f"batch_size {batch_size} and refill_at {refill_at} must be at least 1")
     if not prompts or max_new_tokens < 1:
         return [[] for _ in prompts]
     decoder = RefillDecoder(model, prompts, max_new_tokens, eos_ids, pad_id, batch_size,

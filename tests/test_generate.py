@@ -88,6 +88,8 @@ def test_refill_decoding_edges(tiny_checkpoint):
     assert generate(model, prompts[:1], 3, [-1], 0) == greedy_generate(model, prompts[:1], 3, [-1], 0)
     with pytest.raises(ValueError, match="empty prompt"):
         generate(model, [prompts[0], []], 4, [5], 0)
+    with pytest.raises(ValueError, match="batch_size 0 and refill_at None must be at least 1"):
+        generate(model, prompts, 4, [5], 0, batch_size=0)
     with torch.no_grad():
         model.lm_head.weight[7, 0] = float("nan")  # every position's logit 7 is NaN
     with pytest.raises(GenerationError, match="NaN or inf logits while decoding 3 of 3 prompts"):
