@@ -25,13 +25,20 @@ MASSIVE_ROW = '{"locale": "de-DE", "partition": "train", "utt": "weck mich", "an
     ("m.jsonl", MASSIVE_ROW.replace('"utt"', '"text"'), load_massive, r"m.jsonl:1: missing field 'utt'"),
     ("m.jsonl", MASSIVE_ROW + '\n["a list"]', load_massive, r"m.jsonl:2: expected a JSON object"),
     ("m.jsonl", "\n\n", load_massive, r"m.jsonl: file is empty"),
-    ("m.jsonl", MASSIVE_ROW.replace("weck mich\"}", "[time : fünf\"}"), load_massive, r"m.jsonl:1: unbalanced brackets"),
+    ("m.jsonl", MASSIVE_ROW.replace("weck mich\"}", "[time : fünf\"}"), load_massive,
+     r"m.jsonl:1: annot_utt '\[time : fünf' has brackets that are not MASSIVE's `\[type : value\]` spans"),
+    ("m.jsonl", MASSIVE_ROW.replace("weck mich\"}", "[time fünf]\"}"), load_massive,  # no ' : ': scored F1 0 before
+     r"m.jsonl:1: annot_utt '\[time fünf\]' has brackets"),
+    ("m.jsonl", MASSIVE_ROW.replace("weck mich\"}", "[time : [fünf]]\"}"), load_massive, r"m.jsonl:1: .* nested"),
+    ("m.jsonl", MASSIVE_ROW + "\n" + MASSIVE_ROW.replace('"train"', '"validation"'), load_massive,
+     r"m.jsonl:2: partition 'validation' is not one of train, dev, test"),
     ("u.jsonl", '{"inputs": "x"}', load_uner, r"u.jsonl:1: missing field 'targets'"),
     ("u.jsonl", '{"inputs": "x", "targets": 3}', load_uner, r"u.jsonl:1: field 'targets' must be str"),
     ("a.jsonl", '{"translation": {"de": "Hallo"}}', lambda p: load_parallel_jsonl(p, "de", "en"),
      r"a.jsonl:1: translation has no 'en' sentence \(keys: de\)"),
     ("p.tsv", "", load_pairs, r"p.tsv: file is empty"),
     ("p.tsv", "de\tHallo\tHello\nde\tHallo Hello\n", load_pairs, r"p.tsv:2: expected 3 tab-separated fields"),
+    ("p.tsv", "de\t \tHello\n", load_pairs, r"p.tsv:1: field sentence is empty \(fields: lang, sentence, english\)$"),
     ("p.jsonl", '{"lang": "de", "text": "Hallo"}', load_pairs, r"p.jsonl:1: missing field 'en'"),
 ])
 def test_data_file_errors_name_file_line_and_key(tmp_path, name, text, load, message):
@@ -39,6 +46,16 @@ def test_data_file_errors_name_file_line_and_key(tmp_path, name, text, load, mes
     path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         load(path)
+
+
+def test_massive_zh_tw_is_its_own_language_and_empty_utterances_are_skipped_and_counted(tmp_path, capsys):
+    rows = [MASSIVE_ROW.replace("de-DE", locale) for locale in ("zh-CN", "zh-TW")]
+    rows += [MASSIVE_ROW.replace('"utt": "weck mich"', '"utt": " "'), MASSIVE_ROW.replace('"utt": "weck mich"', '"utt": ""')]
+    (tmp_path / "m.jsonl").write_text("\n".join(rows), encoding="utf-8")
+    assert [ex.lang for ex in load_massive(tmp_path / "m.jsonl")] == ["zh", "zh-TW"]
+    assert capsys.readouterr().err.strip().endswith("m.jsonl: 2 record(s) with an empty utterance skipped")
+    assert [ex.lang for ex in load_massive(tmp_path / "m.jsonl", langs=["zh-TW"])] == ["zh-TW"]
+    assert capsys.readouterr().err == ""  # the empty ones were not asked for (German)
 
 
 def test_missing_file_and_unknown_language_code(tmp_path):

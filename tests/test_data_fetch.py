@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sys
@@ -107,6 +108,12 @@ def uner_parquet(split: str) -> bytes:
     return buf.getvalue()
 
 
+def publishers_files(monkeypatch, files: dict[str, bytes]) -> None:
+    """Let `files` stand for the publisher's MASSIVE 1.1 files (their sha256 as the recorded ones)."""
+    monkeypatch.setattr(sources, "MASSIVE_SHA256", {name: hashlib.sha256(files[name]).hexdigest()
+                                                    for name in sources.MASSIVE_SHA256})
+
+
 @pytest.fixture()
 def publisher(monkeypatch, tmp_path):
     files = {"/massive/amazon-massive-dataset-1.1.tar.gz": tar_gz(MASSIVE),
@@ -135,6 +142,7 @@ def publisher(monkeypatch, tmp_path):
         "flores": f"{base}/flores/flores200_dataset.tar.gz", "alma": f"{base}/alma/{{x}}en/{{file}}",
         "wmt23": f"{base}/wmt/v.0.1.tar.gz", "uner": f"{base}/aya/{{split}}-00000-of-00001.parquet"})
     monkeypatch.setattr(sources, "PUBLISHED", {})
+    publishers_files(monkeypatch, {Path(k).name: v.encode() for k, v in MASSIVE.items()})
     yield tmp_path / "data"
     server.shutdown()
 
@@ -243,12 +251,20 @@ def test_from_is_refused_for_sources_without_a_local_layout(tmp_path):
 MASSIVE_EXCERPT = FIXTURES / "massive" / "1.1" / "data"  # the first 12 records of each real locale file
 
 
-def test_massive_from_the_publishers_tarball_or_its_unpacked_folder(tmp_path):
-    tarball = tmp_path / "amazon-massive-dataset-1.1.tar.gz"
-    with tarfile.open(tarball, "w:gz") as t:  # the publisher's layout: 1.1/data/<locale>.jsonl
-        t.add(MASSIVE_EXCERPT.parent, arcname="1.1")
+def excerpt_tarball(path: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """The excerpts in the publisher's layout, 1.1/data/<locale>.jsonl, as a .tar.gz."""
+    with tarfile.open(path, "w:gz") as t:
+        for f in sorted(MASSIVE_EXCERPT.glob("*.jsonl")):
+            if f.name not in leave_out:
+                t.add(f, arcname=f"1.1/data/{f.name}")
+    return path
+
+
+def test_massive_from_the_publishers_tarball_or_its_unpacked_folder(tmp_path, monkeypatch, capsys):
+    tarball = excerpt_tarball(tmp_path / "amazon-massive-dataset-1.1.tar.gz")
     real = sorted(MASSIVE_EXCERPT.glob("*.jsonl"))
     assert len(real) == 20
+    publishers_files(monkeypatch, {f.name: f.read_bytes() for f in real})
     for i, local in enumerate([tarball, FIXTURES / "massive"]):
         [massive] = sources.ensure("massive", tmp_path / f"data{i}", progress=False, local=local)
         assert [(massive / f.name).read_bytes() for f in real] == [f.read_bytes() for f in real]
@@ -259,6 +275,46 @@ def test_massive_from_the_publishers_tarball_or_its_unpacked_folder(tmp_path):
     assert [len(load_massive(massive / "cy-GB.jsonl", p)) for p in ("train", "dev", "test")] == [8, 1, 3]
     with pytest.raises(DataError, match=r"tar\.gz: not a folder$"):
         sources.ensure("alma", tmp_path / "data3", progress=False, local=tarball)
+
+
+def test_a_massive_tarball_that_is_not_the_publishers_is_refused(tmp_path):
+    """The excerpts are not the publisher's 16,521-record files: with the recorded sha256 a tarball of
+    them is refused, naming the files; the same excerpts as a folder are accepted, the difference said."""
+    tarball = excerpt_tarball(tmp_path / "amazon-massive-dataset-1.1.tar.gz")
+    with pytest.raises(DataError, match=r"af-ZA.jsonl, ar-SA.jsonl, .*zh-CN.jsonl differ from the publisher's "
+                                        r"MASSIVE 1.1 files \(sha256\).*replace it with an intact copy"):
+        sources.ensure("massive", tmp_path / "data", progress=False, local=tarball)
+    assert not (tmp_path / "data" / "massive").exists()
+
+
+def test_a_damaged_or_incomplete_massive_copy_is_an_error_naming_what_is_wrong(tmp_path, monkeypatch, capsys):
+    publishers_files(monkeypatch, {f.name: f.read_bytes() for f in MASSIVE_EXCERPT.glob("*.jsonl")})
+    damaged = excerpt_tarball(tmp_path / "damaged.tar.gz")
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle - 2048:middle + 2048] = bytes(4096)  # 4 KB zeroed mid-file
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"damaged.tar.gz: (damaged archive|not a readable archive)"):
+        sources.ensure("massive", tmp_path / "d1", progress=False, local=damaged)
+    partial = excerpt_tarball(tmp_path / "partial.tar.gz", leave_out=("ru-RU.jsonl", "zh-CN.jsonl"))
+    with pytest.raises(DataError, match=r"partial.tar.gz: no ru-RU.jsonl, zh-CN.jsonl"):
+        sources.ensure("massive", tmp_path / "d2", progress=False, local=partial)
+    folder = tmp_path / "copy" / "1.1" / "data"
+    folder.mkdir(parents=True)
+    for f in MASSIVE_EXCERPT.glob("*.jsonl"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "sw-KE.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"sw-KE.jsonl: file is empty"):
+        sources.ensure("massive", tmp_path / "d3", progress=False, local=folder.parent.parent)
+    (folder / "sw-KE.jsonl").write_bytes((MASSIVE_EXCERPT / "sw-KE.jsonl").read_bytes().replace(b"[date : ", b"[date ", 1))
+    with pytest.raises(DataError, match=r"sw-KE.jsonl:\d+: annot_utt .* not MASSIVE's `\[type : value\]`"):
+        sources.ensure("massive", tmp_path / "d4", progress=False, local=folder.parent.parent)
+    for d in ("d1", "d2", "d3", "d4"):
+        assert not (tmp_path / d / "massive").exists()
+    (folder / "sw-KE.jsonl").write_bytes((MASSIVE_EXCERPT / "sw-KE.jsonl").read_bytes().replace(b"wiki", b"juma", 1))
+    [massive] = sources.ensure("massive", tmp_path / "d5", progress=False, local=folder.parent.parent)
+    assert "1 of the paper's 20 locale files" in capsys.readouterr().err
+    assert json.loads((massive / "manifest.json").read_text())["sources"]["not the publisher's files"] == "sw-KE.jsonl"
 
 
 def test_tatoeba_from_lasers_test_set_folder(tmp_path):

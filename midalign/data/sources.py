@@ -28,18 +28,21 @@ MASSIVE: its tarball, or a folder holding `1.1/data/<locale>.jsonl`; Tatoeba: LA
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from midalign.cache import cache_dir
-from midalign.data.fetch import Manifest, OfflineError, download
+from midalign.data.fetch import CHUNK, Manifest, OfflineError, download
+from midalign.data.tasks import load_massive
 from midalign.errors import DataError
 from midalign.io import atomic_dir
 
@@ -114,6 +117,12 @@ class Fetch:
 
 # ------------------------------------------------------------------------------------------ readers
 
+def _refetch(archive: Path) -> str:
+    """What to do about a bad archive: a download is fetched again once deleted; a --from file is the user's."""
+    return ("delete it and run the same command again (it is downloaded again)" if archive.parent.name == "downloads"
+            else "replace it with an intact copy of the publisher's file")
+
+
 def _members(archive: Path, pattern: str) -> dict[str, bytes]:
     """Regular files of a tar/zip archive whose path matches `pattern` (no links, no absolute paths)."""
     regex, out = re.compile(pattern), {}
@@ -128,11 +137,23 @@ def _members(archive: Path, pattern: str) -> dict[str, bytes]:
                 for m in t:
                     if m.isfile() and regex.fullmatch(m.name):
                         out[m.name] = t.extractfile(m).read()
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{archive}: not a readable archive ({e}); delete it and fetch again") from e
+                _check_tar_end(archive, t)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{archive}: not a readable archive ({e}); {_refetch(archive)}") from e
     if not out:
         raise DataError(f"{archive}: no file matches {pattern}; is this the right archive?")
     return out
+
+
+def _check_tar_end(archive: Path, t: tarfile.TarFile) -> None:
+    """tarfile ends its listing quietly at the first header it cannot read, and checks a compressed
+    stream's CRC only at its end: read on from where the listing ended, to the end of the stream, and
+    require the zero blocks a tar ends with."""
+    t.fileobj.seek(t.offset)
+    while block := t.fileobj.read(CHUNK):
+        if block.count(0) != len(block):
+            raise DataError(f"{archive}: damaged archive (no readable tar header at byte {t.offset:,} of the "
+                            f"unpacked stream, {len(t.getmembers())} files before it); {_refetch(archive)}")
 
 
 def multi_sentence(text: str) -> bool:
@@ -143,23 +164,67 @@ def multi_sentence(text: str) -> bool:
 # ----------------------------------------------------------------------------------------- builders
 
 MASSIVE_MEMBER = r"(?:.*/)?1\.1/data/[A-Za-z]{2,3}-[A-Za-z]{2}\.jsonl"
+# sha256 of the publisher's MASSIVE 1.1 files `1.1/data/<locale>.jsonl` for the paper's 20 locales, as the
+# Git LFS pointers of a public copy of the release record them (GitHub timworks/massive-raw). The release's
+# other 31 locales are checked for structure only.
+MASSIVE_SHA256 = {
+    "af-ZA.jsonl": "03e280b08c00af4a9b7ba5b05e3c0a1a870eae8a488e3eab4526863abef6e04e",
+    "ar-SA.jsonl": "b604b44d3bb94e4f71f64d041229e16ceb42d7b89385df7c82873d2514737186",
+    "az-AZ.jsonl": "9a643dbf6e07e90ba8b1554bd95e9946b42037bd52550aac90f4e774ee58ed8c",
+    "cy-GB.jsonl": "09d3833b6bfe8958875b29ccf3bdb2f1679ff1ff03b6383f5643c8e4ea3d1539",
+    "de-DE.jsonl": "5e09cc550b38d37faf002e0ff42103acd330906e23032689e8f071e1cf3ff621",
+    "el-GR.jsonl": "0f6509b8fff6e6cc8e87cffe1e7a90754192bd6a6766033c694ff41cf741353d",
+    "en-US.jsonl": "c70f75c6a543a26e249ec383df67733ad9b1066f6c0406c2e04a3f03356e407e",
+    "es-ES.jsonl": "310462a79fa181ff83c643a8d356c7b8155fd37a25e80a77ba3ca9b29305c4a5",
+    "fr-FR.jsonl": "f9bf3db170ad415b389e4c9594dd0f8f80c38188143e05cc4459a6fa7df7cf49",
+    "hi-IN.jsonl": "5ec38fdc3a424ba4ce85de7f8c2ac0a3a8838417f1df60a4a8cc5ea4fd1e700c",
+    "is-IS.jsonl": "d1cbedd85aa5110cd2b73f24d10b284824da5285970b8cdc762ab41f2e5cf5d7",
+    "ja-JP.jsonl": "c22df382db6aa4a23dd1e7f62a2ac8f01c6158865771ad25201696be7201ab79",
+    "jv-ID.jsonl": "d20b87af9add44c733f06f5efb353b4043697a9aacd5b9e53225096b1ffcde16",
+    "ru-RU.jsonl": "af7367861ea21c1d69a084b290145815f7eaf82dcdc43b7ab572b993f9b2a69d",
+    "sw-KE.jsonl": "ecbba1155655fddc049ef501386cf2c16129f78d23f0d306d78ff04bfaa014a3",
+    "th-TH.jsonl": "c42c3f066d7cb6fcdca61a9cee7f95df3b45b024cb8cbe589fdf4feb2cd9c064",
+    "tl-PH.jsonl": "f47c548a49b94dcb33cce8246fe794f167c5e2bf1760a3ecd8ef9b5123f8ee0f",
+    "tr-TR.jsonl": "7823b94a69fd1f249e06b3535e33dcf113ad0bb9493439bc2c9131552ac0ef29",
+    "ur-PK.jsonl": "4117a7d393971c21077632d5938313cca73930e5d8d3cd522d3b0cb7c0553b1c",
+    "zh-CN.jsonl": "992bf0bef3d678f08c27e514739bc851163e8f40f530bfb4d5970a2c24408ace",
+}
 
 
 def build_massive(fetch: Fetch, out: Path) -> dict[str, str]:
     """MASSIVE 1.1's `1.1/data/<locale>.jsonl`, from the publisher's tarball (downloaded, or given with
-    --from) or from a folder holding the unpacked `1.1/data/`."""
+    --from) or from a folder holding the unpacked `1.1/data/`.
+
+    Either must hold the paper's 20 locales, and every record of every file is checked (`load_massive`:
+    JSON, fields, partition, annotation spelling). A tarball is the publisher's distribution: it is read to
+    its end (a damaged archive is an error) and its 20 locale files must be the publisher's, byte for byte
+    (`MASSIVE_SHA256`). A folder may hold an excerpt or an edited copy: the files that differ from the
+    publisher's are named on stderr and recorded in the manifest as such."""
     if fetch.local is not None and fetch.local.is_dir():
-        files = sorted((fetch.local / "1.1" / "data").glob("*.jsonl"))
-        if not files:
-            raise DataError(f"{fetch.local}: no 1.1/data/<locale>.jsonl; --from takes MASSIVE's tarball or the "
-                            f"folder it unpacks to")
-        for f in files:
-            (out / f.name).write_bytes(f.read_bytes())
-        return {"1.1/data": str(fetch.local)}
-    archive = fetch.local or fetch.get(URLS["massive"])
-    for name, data in _members(archive, MASSIVE_MEMBER).items():
-        (out / Path(name).name).write_bytes(data)
-    return {archive.name: str(fetch.local) if fetch.local else URLS["massive"]}
+        where = fetch.local / "1.1" / "data"
+        files = {f.name: f.read_bytes() for f in sorted(where.glob("*.jsonl"))}
+        origin = {"1.1/data": str(fetch.local)}
+    else:
+        where = fetch.local or fetch.get(URLS["massive"])
+        files = {Path(name).name: data for name, data in _members(where, MASSIVE_MEMBER).items()}
+        origin = {where.name: str(fetch.local) if fetch.local else URLS["massive"]}
+    missing = sorted(set(MASSIVE_SHA256) - set(files))
+    if missing:
+        raise DataError(f"{where}: no {', '.join(missing)}: --from takes MASSIVE 1.1's tarball or the folder it "
+                        f"unpacks to, which hold all of the paper's 20 locales")
+    edited = sorted(n for n, data in files.items()
+                    if n in MASSIVE_SHA256 and hashlib.sha256(data).hexdigest() != MASSIVE_SHA256[n])
+    if edited and not where.is_dir():
+        raise DataError(f"{where}: {', '.join(edited)} differ from the publisher's MASSIVE 1.1 files (sha256): the "
+                        f"archive is damaged or is not MASSIVE 1.1: {_refetch(where)}")
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+        load_massive(out / name)
+    if edited:
+        print(f"[data] massive: {len(edited)} of the paper's 20 locale files in {where} are not the publisher's "
+              f"(an excerpt or an edited copy), checked for structure only: {', '.join(edited)}", file=sys.stderr)
+        origin["not the publisher's files"] = ", ".join(edited)
+    return origin
 
 
 def tatoeba_pairs(src: list[str], en: list[str]) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,8 @@ MT_LANGUAGE_NAMES = {**LANGUAGE_NAMES, "ar": "modern standard Arabic", "zh": "ma
                      "el": "Greek", "da": "Danish", "hr": "Croatian", "sk": "Slovak", "sr": "Serbian",
                      "sv": "Swedish", "fa": "Farsi (Persian)", "am": "Amharic", "mn": "Mongolian", "ro": "Romanian"}
 SLOT_PATTERN = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]")
+PARTITIONS = ("train", "dev", "test")  # MASSIVE's `partition` values
+REGIONAL_LOCALES = {"zh-TW"}  # MASSIVE locales whose language another locale has too (zh-CN)
 
 
 @dataclass(frozen=True)
@@ -120,20 +123,42 @@ def _field(path: Path, n: int, row: dict, key: str, kind=str):
     return row[key]
 
 
+def massive_language(locale: str) -> str:
+    """The language code of a MASSIVE locale: `de-DE` → `de`; zh-TW keeps its region (MASSIVE has two
+    Chinese locales: the paper's `zh` is zh-CN), so the two never pool into one language."""
+    return locale if locale in REGIONAL_LOCALES else locale.split("-")[0]
+
+
+def check_annotation(path: Path, n: int, annot: str) -> None:
+    """Every bracket of `annot_utt` belongs to a `[type : value]` span, the only spelling the scorer reads
+    (an unreadable span would score even the right answer F1 0)."""
+    rest = SLOT_PATTERN.sub("", annot)
+    if "[" in rest or "]" in rest:
+        raise DataError(f"{path}:{n}: annot_utt {annot!r} has brackets that are not MASSIVE's `[type : value]` "
+                        f"spans (unbalanced, nested or without ' : ')")
+
+
 def load_massive(path: Path, partition: str | None = None, langs: list[str] | None = None) -> list[Example]:
-    """MASSIVE 1.1 JSONL → slot-filling examples (locale `de-DE` → language `de`)."""
-    out = []
+    """MASSIVE 1.1 JSONL → slot-filling examples (locale `de-DE` → language `de`, see `massive_language`).
+
+    Every record is checked, whatever partition is read (fields, partition name, annotation spelling);
+    a kept record whose utterance is empty is skipped and counted on stderr."""
+    out, empty = [], 0
     for n, row in _jsonl(path):
-        locale = _field(path, n, row, "locale")
-        lang = locale.split("-")[0]
-        if partition and _field(path, n, row, "partition") != partition:
+        lang = massive_language(_field(path, n, row, "locale"))
+        part = _field(path, n, row, "partition")
+        if part not in PARTITIONS:
+            raise DataError(f"{path}:{n}: partition {part!r} is not one of {', '.join(PARTITIONS)}")
+        annot, utt = _field(path, n, row, "annot_utt"), _field(path, n, row, "utt")
+        check_annotation(path, n, annot)
+        if partition and part != partition or langs and lang not in langs:
             continue
-        if langs and lang not in langs:
+        if not utt.strip():
+            empty += 1
             continue
-        annot = _field(path, n, row, "annot_utt")
-        if annot.count("[") != annot.count("]"):
-            raise DataError(f"{path}:{n}: unbalanced brackets in annot_utt {annot!r}")
-        out.append(Example(lang, SLOT_SYSTEM, _field(path, n, row, "utt"), slots_from_annotation(annot), annot))
+        out.append(Example(lang, SLOT_SYSTEM, utt, slots_from_annotation(annot), annot))
+    if empty:
+        print(f"[data] {path}: {empty} record(s) with an empty utterance skipped", file=sys.stderr)
     return out
 
 
@@ -209,8 +234,11 @@ def load_pairs(path: Path) -> list[Pair]:
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) != 3 or not all(p.strip() for p in parts):
+        if len(parts) != 3:
             raise DataError(f"{path}:{n}: expected 3 tab-separated fields (lang, sentence, english), got {len(parts)}")
+        empty = [name for name, p in zip(("lang", "sentence", "english"), parts) if not p.strip()]
+        if empty:
+            raise DataError(f"{path}:{n}: field {', '.join(empty)} is empty (fields: lang, sentence, english)")
         out.append(Pair(*(p.strip() for p in parts)))
     if not out:
         raise DataError(f"{path}: file is empty")
