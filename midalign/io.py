@@ -74,9 +74,18 @@ def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike],
                               f"to replace it, or choose a new folder")
 
 
-def check_writable_folder(out: str | os.PathLike) -> None:
-    """Before the expensive part: --out is (or can be made) a folder this process can write; folders made
-    for the test are removed again, so a command that fails later leaves nothing behind."""
+def check_free_space(out: str | os.PathLike, need: int, what: str) -> None:
+    """Before the expensive part: the disk holding --out (an existing folder) has `need` bytes free."""
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise OutputError(f"--out {out}: {free / 2**20:.1f} MiB free on its disk, {what} need about "
+                          f"{need / 2**20:.1f} MiB; free disk space or choose another --out")
+
+
+def check_writable_folder(out: str | os.PathLike, need: int = 1 << 20, what: str = "the results") -> None:
+    """Before the expensive part: --out is (or can be made) a folder this process can write, on a disk with
+    `need` bytes free; folders made for the test are removed again, so a command that fails later leaves
+    nothing behind."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; choose a folder")
@@ -86,6 +95,7 @@ def check_writable_folder(out: str | os.PathLike) -> None:
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
         os.close(fd)
         os.unlink(probe)
+        check_free_space(out, need, what)
     except OSError as e:
         raise OutputError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from e
     finally:

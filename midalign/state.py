@@ -5,9 +5,11 @@ renamed into place, so a crash never leaves a half-written state."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from midalign.distributed import World
@@ -26,8 +28,9 @@ def save_state(out: Path, model, optimizer, step: int, trainer: dict, world: Wor
     with atomic_dir(out / "state") as tmp:
         save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
                   str(tmp / "lora.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(ranks, tmp / "rng.pt")
+        for name, obj in (("optimizer.pt", optimizer.state_dict()), ("rng.pt", ranks)):
+            with open(tmp / name, "wb") as f:  # a file object: a full disk is an OSError (torch's own writer
+                torch.save(obj, f)             # turns it into a RuntimeError about stream positions)
         (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step, "world_size": world.size}))
 
 
@@ -40,33 +43,52 @@ def find_state(out: Path) -> Path | None:
 
 
 def load_state(state: Path, model, optimizer, world: World = World()) -> dict:
+    """Restore `state` into model and optimizer; a truncated, corrupt or foreign file is a CheckpointError
+    naming it."""
+    def damaged(name: str, why) -> CheckpointError:
+        first = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+        return CheckpointError(f"{state / name}: unreadable ({first}); the training state is damaged: start again "
+                               f"in a new --out, or restore the folder from a copy")
+
     try:
         trainer = json.loads((state / "trainer.json").read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{state / 'trainer.json'}: unreadable ({e}); the training state is damaged: start "
-                              f"again in a new --out, or restore the folder from a copy") from e
+        raise damaged("trainer.json", e) from e
     if trainer.pop("world_size", 1) != world.size:
         raise CheckpointError(f"{state} was written by a run with a different number of processes; "
                               f"resume with the same torchrun --nproc_per_node")
-    lora = load_file(str(state / "lora.safetensors"))
+    try:
+        lora = load_file(str(state / "lora.safetensors"))
+    except (OSError, SafetensorError) as e:
+        raise damaged("lora.safetensors", e) from e
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(lora) != set(params):
+    if set(lora) != set(params) or any(lora[n].shape != p.shape for n, p in params.items()):
         raise CheckpointError(f"{state}: saved LoRA parameters do not match this model/LoRA configuration")
+    try:
+        optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
+        raise damaged("optimizer.pt", e) from e
+    try:
+        rng = torch.load(state / "rng.pt", weights_only=True)[world.rank]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError, pickle.UnpicklingError,
+            EOFError) as e:
+        raise damaged("rng.pt", e) from e
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(lora[n])
-    optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
-    rng = torch.load(state / "rng.pt", weights_only=True)[world.rank]
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
     return trainer
 
 
 def write_checkpoint(what: str, out: Path, save) -> None:
-    """Run `save()`; a failed write (disk full, no permission) becomes an error that says the previous copy is intact."""
+    """Run `save()`; a failed write (disk full, no permission) becomes a one-line error that says what is
+    intact and how to go on (`--resume` where a training state exists, else start again)."""
     try:
         save()
-    except OSError as e:
-        raise CheckpointError(f"could not write {what} in {out}: {e}. Nothing was half-written: the previous "
-                              f"{what} is intact. Free disk space (or pick another --out) and rerun with --resume") from e
+    except (OSError, SafetensorError) as e:
+        going_on = ("rerun with --resume" if find_state(out) is not None else
+                    "start again (no training state was saved yet)")
+        raise CheckpointError(f"could not write {what} in {out}: {e}. Nothing was half-written: every earlier "
+                              f"checkpoint is intact. Free disk space (or pick another --out) and {going_on}") from e

@@ -39,7 +39,7 @@ from midalign.data.tasks import TASKS, Pair
 from midalign.devloss import dev_losses
 from midalign.distributed import World, close_world, init_world
 from midalign.errors import CheckpointError, DataError
-from midalign.io import atomic_write_text
+from midalign.io import atomic_write_text, check_free_space
 from midalign.lora import LoRAConfig, apply_lora, trainable_parameters
 from midalign.memory import estimate_training_memory
 from midalign.precision import autocast
@@ -227,6 +227,9 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    if world.main:  # before the first update: room for best/, last/ and state/ (LoRA + AdamW's two moments),
+        # each written beside its previous copy until the rename
+        check_free_space(args.out, 10 * sum(p.numel() * p.element_size() for p in params), "the checkpoints")
     amp, gather, out = autocast(model.lm_head.weight.device, dtype), world.gather if args.align_gather else None, args.out
     trainer, start = {"best_dev_loss": None, "best_step": None, "bad_evals": 0}, 0
     files = data_files(args) if world.main else None  # the data by content, for --resume

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_args, write_tiny_data
-from midalign.errors import CheckpointError
+from midalign.errors import CheckpointError, MidalignError
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
@@ -105,27 +106,91 @@ def test_nan_loss_stops_naming_step_and_objective_and_keeps_the_last_good_checkp
     assert not (tmp_path / "early" / "state").exists()
 
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_chat_checkpoint, tmp_path, monkeypatch):
+@contextmanager
+def small_filesystem(folder: Path, size: str):
+    """A tmpfs of `size` mounted at `folder` (as root), else None: this machine cannot make one."""
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+    except FileNotFoundError:  # no mount command
+        mounted = False
+    try:
+        yield folder if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros into `folder` until its disk is full; returns the file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_disk_that_fills_up_is_a_one_line_error_and_resume_continues_exactly(tiny_chat_checkpoint, uninterrupted,
+                                                                               tmp_path, monkeypatch):
+    """The disk fills up after the first training state was saved: a real full disk where the test can
+    mount a 4 MiB tmpfs (both writers' errors on one escaped before: safetensors' SafetensorError and
+    torch.save's RuntimeError), elsewhere an OSError(ENOSPC) from the writer. Nothing is half-written, the
+    state of update 2 is intact, and once there is room `--resume` ends bit-identical to an uninterrupted run."""
     import train
-    from midalign import state
+    from midalign import state, training
+
+    data, full = uninterrupted
+    with small_filesystem(tmp_path / "fs", "4m") as fs:
+        out, real_save_state, calls, filler = (fs or tmp_path) / "run", training.save_state, [], []
+
+        def disk_fills_up_then_save(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                if fs is not None:
+                    filler.append(fill(fs))
+                else:
+                    def full_disk(tensors, path, **_):
+                        Path(path).write_bytes(b"\0" * 100)
+                        raise OSError(errno.ENOSPC, "No space left on device")
+                    monkeypatch.setattr(state, "save_file", full_disk)
+            return real_save_state(*args, **kwargs)
+
+        monkeypatch.setattr(training, "save_state", disk_fills_up_then_save)
+        with pytest.raises(CheckpointError, match=r"could not write training state in .*No space left on device.* "
+                                                  r"every earlier checkpoint is intact.* rerun with --resume$"):
+            train.main(tiny_args(tiny_chat_checkpoint, data, out))
+        assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
+        assert not [p.name for p in out.iterdir() if ".tmp-" in p.name], "the half-written copy is removed"
+        monkeypatch.undo()
+        for f in filler:
+            f.unlink()
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+        assert adapters_equal(out / "last", full / "last") and adapters_equal(out / "best", full / "best")
+
+
+def test_too_little_disk_space_is_said_before_the_expensive_part(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    """train.py needs room for its checkpoints (10 x the LoRA weights), evaluate.py and retrieve.py 1 MiB,
+    checked before the first update, generation or embedding."""
+    import evaluate
+    import retrieve
+    import train
+    from midalign import io
 
     data = write_tiny_data(tmp_path / "data")
-    out = tmp_path / "run"
-    real_save_file, calls = state.save_file, []
-
-    def save_file(tensors, path):
-        calls.append(path)
-        if len(calls) == 2:  # the second checkpoint: write part of the file, then the disk is full
-            Path(path).write_bytes(b"\0" * 100)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save_file(tensors, path)
-
-    monkeypatch.setattr(state, "save_file", save_file)
-    with pytest.raises(CheckpointError, match="No space left on device.*the previous training state is intact"):
-        train.main(tiny_args(tiny_chat_checkpoint, data, out))
-    assert json.loads((out / "state" / "trainer.json").read_text())["step"] == 2
-    assert load_file(out / "state" / "lora.safetensors").keys()  # intact, loadable
-    assert not list(out.glob(".state.tmp-*")), "the half-written copy is removed"
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 5000))
+    model = ["--model", str(tiny_chat_checkpoint)]
+    with pytest.raises(MidalignError, match=r"0.0 MiB free on its disk, the checkpoints need about 1.1 MiB"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, tmp_path / "run"))
+    with pytest.raises(MidalignError, match=r"0.0 MiB free on its disk, the results need about 1.0 MiB"):
+        evaluate.main([*model, "--data", str(data["dev"]), "--out", str(tmp_path / "e")])
+    with pytest.raises(MidalignError, match=r"the results need about 1.0 MiB"):
+        retrieve.main([*model, "--langs", "de", "fr", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
 
 
 def test_unwritable_output_folder_is_a_clear_error(tiny_chat_checkpoint, tmp_path):
@@ -153,6 +218,27 @@ class _Exploit:
         return (Path.write_text, (self.marker, "code ran"))
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("lora.safetensors", _truncate),
+    ("optimizer.pt", _truncate),
+    ("rng.pt", lambda p: torch.save([{"torch": torch.zeros(3, dtype=torch.uint8)}], p)),  # not a generator state
+    ("rng.pt", lambda p: torch.save({"torch": 1}, p)),  # no entry per rank
+])
+def test_a_damaged_training_state_is_a_one_line_error_naming_the_file(tiny_chat_checkpoint, uninterrupted, tmp_path,
+                                                                      name, damage):
+    data, full = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(full, out)
+    damage(out / "state" / name)
+    res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {out / 'state' / name}: unreadable (")
+
+
 def test_training_state_is_loaded_without_running_pickled_code(tiny_chat_checkpoint, uninterrupted, tmp_path):
 
     data, full = uninterrupted
@@ -161,7 +247,7 @@ def test_training_state_is_loaded_without_running_pickled_code(tiny_chat_checkpo
     marker = tmp_path / "pwned"
     (out / "state" / "optimizer.pt").write_bytes(pickle.dumps({"state": _Exploit(marker)}))
     res = run(*tiny_args(tiny_chat_checkpoint, data, out, "--resume"))
-    assert res.returncode != 0 and "Weights only load failed" in res.stderr
+    assert res.returncode == 1 and "optimizer.pt: unreadable (Weights only load failed" in res.stderr
     assert not marker.exists()
 
 
