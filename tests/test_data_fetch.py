@@ -404,10 +404,30 @@ def test_offline_fails_fast_naming_the_address_and_the_manual_path(monkeypatch, 
         sources.ensure("flores", tmp_path, progress=False)
     assert time.perf_counter() - start < 5
     manual = tmp_path / "downloads" / "flores200_dataset.tar.gz"
-    assert "cannot reach http://127.0.0.1:9/flores200_dataset.tar.gz" in str(e.value) and str(manual) in str(e.value)
+    assert f"not downloaded: http://127.0.0.1:9/flores200_dataset.tar.gz (save it as {manual})" in str(e.value)
     manual.write_bytes(tar_gz({"flores200_dataset/dev/eng_Latn.dev": "One.\n"}))  # placed by hand
     [flores] = sources.ensure("flores", tmp_path, progress=False)
     assert (flores / "dev" / "eng_Latn.dev").read_text() == "One.\n"
+
+
+def test_offline_the_slot_experiment_names_every_missing_file_at_once_and_the_from_way(monkeypatch, tmp_path):
+    """It named the MASSIVE tarball alone, then one Tatoeba language per try, and never --from."""
+    monkeypatch.setattr(sources, "URLS", {k: f"http://127.0.0.1:9/{k}/" + v.rsplit("/", 1)[-1]
+                                          for k, v in sources.URLS.items()})
+    with pytest.raises(DataError) as e:
+        EXPERIMENTS["slot"].train_files(tmp_path)
+    message, downloads = str(e.value), tmp_path / "downloads"
+    assert message.startswith("no network, and 6 of the publisher's files are not downloaded: ")
+    for url, name in [("massive/amazon-massive-dataset-1.1.tar.gz", "amazon-massive-dataset-1.1.tar.gz"),
+                      ("tatoeba/cy-en.txt.zip", "tatoeba-cy-en.txt.zip"), ("tatoeba/en-jv.txt.zip", "tatoeba-en-jv.txt.zip"),
+                      ("tatoeba/en-ja.txt.zip", "tatoeba-en-ja.txt.zip"), ("tatoeba/en-swh.txt.zip", "tatoeba-en-swh.txt.zip"),
+                      ("tatoeba/en-tl.txt.zip", "tatoeba-en-tl.txt.zip")]:
+        assert f"http://127.0.0.1:9/{url} (save it as {downloads / name})" in message
+    assert message.endswith(
+        f"or prepare the data from local copies: python -m midalign.data fetch massive --data-dir {tmp_path} --from "
+        f"<MASSIVE 1.1's tarball or its unpacked folder>; python -m midalign.data fetch tatoeba --langs cy jv ja sw tl "
+        f"--data-dir {tmp_path} --from <LASER's Tatoeba test set folder, data/tatoeba/v1>")
+    assert "\n" not in message
 
 
 def test_cli_fetch_and_list(publisher, monkeypatch, capsys):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from midalign.data.sources import ensure
+from midalign.data.sources import ensure, fetch_together
 from midalign.errors import DataError
 
 
@@ -40,8 +40,9 @@ class Experiment:
 
 def slot_sources(exp: Experiment, data_dir, task: bool, align: bool):
     """MASSIVE locale files (train and dev partitions in the same files); Tatoeba pairs."""
-    files = _massive(data_dir, exp.train_langs) if task else []
-    return files, files, _tatoeba(data_dir, exp.align_langs) if align else []
+    files, pairs = fetch_together(lambda: _massive(data_dir, exp.train_langs) if task else [],
+                                  lambda: _tatoeba(data_dir, exp.align_langs) if align else [])
+    return files, files, pairs
 
 
 def mt_sources(exp: Experiment, data_dir, task: bool, align: bool):
@@ -56,12 +57,12 @@ def mt_sources(exp: Experiment, data_dir, task: bool, align: bool):
 
 def json_sources(exp: Experiment, data_dir, task: bool, align: bool):
     """UNER train/validation files per language; Tatoeba pairs."""
-    train, dev = [], []
-    if task:
-        uner = ensure("uner", data_dir)[0]
-        train = _existing([uner / f"train.{l}.jsonl" for l in exp.train_langs])
-        dev = _existing([uner / f"validation.{l}.jsonl" for l in exp.train_langs])
-    return train, dev, _tatoeba(data_dir, exp.align_langs) if align else []
+    uner, pairs = fetch_together(lambda: ensure("uner", data_dir)[0] if task else None,
+                                 lambda: _tatoeba(data_dir, exp.align_langs) if align else [])
+    if uner is None:
+        return [], [], pairs
+    return (_existing([uner / f"train.{l}.jsonl" for l in exp.train_langs]),
+            _existing([uner / f"validation.{l}.jsonl" for l in exp.train_langs]), pairs)
 
 
 def slot_tests(exp: Experiment, data_dir, mt_test: str) -> list[Path]:

@@ -38,7 +38,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from midalign.cache import cache_dir
 from midalign.data.fetch import CHUNK, Manifest, OfflineError, download
@@ -89,6 +89,52 @@ class Source:
     per_language: list[str] | None = None  # default languages of a source fetched one language pair at a time
 
 
+# What --from reads for each dataset that has a local way (said when files cannot be downloaded).
+FROM_WHAT = {"massive": "MASSIVE 1.1's tarball or its unpacked folder",
+             "tatoeba": "LASER's Tatoeba test set folder, data/tatoeba/v1",
+             "alma": "ALMA's human_written_data folder", "wmt23": "a copy of wmt-conference/wmt23-news-systems",
+             "wmt23-hub": "a copy of the hub dataset haoranxu/WMT23-Test"}
+
+
+class Missing(NamedTuple):
+    dataset: str
+    url: str
+    path: Path  # where a file downloaded by hand goes: <root>/downloads/<name>
+    lang: str | None = None  # the language pair, for a dataset fetched one pair at a time
+
+
+class MissingDownloads(DataError):
+    """Publisher's files that cannot be downloaded (no network) and are not in <root>/downloads: one error
+    naming all of them, and the --from way for each dataset that has one."""
+
+    def __init__(self, missing: list[Missing]):
+        self.missing = missing
+        files = "; ".join(f"{m.url} (save it as {m.path})" for m in missing)
+        local = []
+        for dataset in dict.fromkeys(m.dataset for m in missing):
+            if dataset in FROM_WHAT:
+                langs = [m.lang for m in missing if m.dataset == dataset and m.lang]
+                root = missing[0].path.parent.parent
+                local.append(f"python -m midalign.data fetch {dataset}" + (f" --langs {' '.join(langs)}" * bool(langs))
+                             + f" --data-dir {root} --from <{FROM_WHAT[dataset]}>")
+        super().__init__(f"no network, and {len(missing)} of the publisher's files are not downloaded: {files}. "
+                         f"Download them elsewhere and save them as named, then run the same command again"
+                         + (f"; or prepare the data from local copies: {'; '.join(local)}" if local else ""))
+
+
+def fetch_together(*steps: Callable[[], object]) -> list:
+    """Run every step (an `ensure`); the files missing offline in any of them are one error naming all."""
+    results, missing = [], []
+    for step in steps:
+        try:
+            results.append(step())
+        except MissingDownloads as e:
+            missing += e.missing
+    if missing:
+        raise MissingDownloads(missing)
+    return results
+
+
 @dataclass
 class Fetch:
     """Downloads into root/downloads, reusing what is already there; or reads a local copy of the
@@ -96,6 +142,7 @@ class Fetch:
     root: Path
     progress: bool = True
     local: Path | None = None
+    dataset: str = ""
 
     def get(self, url: str, name: str | None = None, relative: str | None = None) -> Path:
         """The file at `url`; with `local`, the file at `local/relative` (no download)."""
@@ -110,8 +157,7 @@ class Fetch:
             try:
                 download(url, path, PUBLISHED.get(name), progress=self.progress)
             except OfflineError as e:
-                raise DataError(f"{e}. Without network: download {url} elsewhere, save it as {path}, and run "
-                                f"the same command again (--data-dir chooses the root folder)") from e
+                raise MissingDownloads([Missing(self.dataset, url, path)]) from e
         return path
 
 
@@ -496,9 +542,17 @@ def ensure(name: str, data_dir: Path | None = None, langs: list[str] | None = No
                         f"publisher's file in <data-dir>/downloads/ (its name is in the offline error)")
     if local is not None and not (Path(local).is_dir() or name == "massive" and Path(local).is_file()):
         raise DataError(f"--from {local}: not a folder" + (" (or, for massive, the tarball)" * (name == "massive")))
-    fetch = Fetch(root, progress, Path(local) if local is not None else None)
-    if source.per_language:
-        return [_prepared(root / source.folder / lang, lambda tmp, lang=lang: source.build(fetch, tmp, lang), source, fetch.local)
-                for lang in langs or source.per_language]
-    return [_prepared(root / source.folder, lambda tmp: source.build(fetch, tmp), source, fetch.local)]
+    fetch = Fetch(root, progress, Path(local) if local is not None else None, name)
+    if not source.per_language:
+        return [_prepared(root / source.folder, lambda tmp: source.build(fetch, tmp), source, fetch.local)]
+    folders, missing = [], []
+    for lang in langs or source.per_language:  # every language is tried: what is missing offline is said at once
+        try:
+            folders.append(_prepared(root / source.folder / lang, lambda tmp, lang=lang: source.build(fetch, tmp, lang),
+                                     source, fetch.local))
+        except MissingDownloads as e:
+            missing += [m._replace(lang=lang) for m in e.missing]
+    if missing:
+        raise MissingDownloads(missing)
+    return folders
 
