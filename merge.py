@@ -30,7 +30,7 @@ from midalign.checkpoint import load_model, load_model_and_tokenizer, resolve_mo
 from midalign.cli import add_device_arguments, add_template_argument, finite_float, positive_int, run
 from midalign.data.tasks import TASKS
 from midalign.evaluation import load_examples
-from midalign.io import PROVENANCE, check_output_folder, write_provenance
+from midalign.io import PROVENANCE, check_output_folder, check_writable_folder, write_provenance
 from midalign.merging import save_search, search_weight
 from midalign.lora import apply_lora, merge_lora
 
@@ -101,6 +101,8 @@ def own_file(name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_output_folder(args.out, args.adapters, own_file, args.overwrite)
+    inputs = sum(f.stat().st_size for a in args.adapters for f in Path(a).glob("*.safetensors"))
+    check_writable_folder(args.out, inputs + (1 << 20), "the merged adapter")  # cat: the inputs' ranks summed
     weights = args.weights or [1.0 / len(args.adapters)] * len(args.adapters)
     adapters = [read_adapter(a) for a in args.adapters]
     if args.search:
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     if not base:
         raise AdapterError("the adapters record no base model; pass --model")
     folder = resolve_model_dir(base)
+    weights_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    check_writable_folder(args.out, 2 * weights_bytes, "the merged model (fp32)")  # bf16 weights double in fp32
     model = load_model(folder, device="cpu", dtype=torch.float32)
     apply_lora(model, merged.config)
     load_adapter_weights(model, merged, where=" + ".join(map(str, args.adapters)))  # checks names and shapes

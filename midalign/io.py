@@ -53,7 +53,10 @@ def check_output_folder(out: str | os.PathLike, inputs: list[str | os.PathLike],
     """Refuse, before any work, an --out that is an input (or holds or lies in one), a file, or a folder
     holding anything but this command's own earlier output (`own(name)`: a file it writes, and the folder's
     provenance.json, which marks it as an output at all) unless `overwrite`."""
-    out = Path(out).resolve()
+    out, here = Path(out).resolve(), Path.cwd().resolve()
+    if out == here or out in here.parents:
+        raise OutputError(f"--out {out} is the current folder (or holds it): an output is written whole as a "
+                          f"folder of its own; name one, e.g. --out {here / 'out'}")
     for path in map(lambda p: Path(p).resolve(), inputs):
         if out == path or path in out.parents or out in path.parents:
             raise OutputError(f"--out {out} is (or holds, or lies inside) the input {path}: inputs are never "
@@ -111,7 +114,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     An existing `final` is moved aside before the rename and deleted after, so at every moment one
     complete version exists on disk.
     """
-    final = Path(final)
+    final = Path(os.path.abspath(final))  # `.` or `x/..` name their folder, not an empty name
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
@@ -119,7 +122,8 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    tmp.chmod(0o755)
+    for path in [tmp, *tmp.rglob("*")]:  # the temp folder is 0700 and safetensors writes 0600: readable as usual
+        path.chmod(0o755 if path.is_dir() else 0o644)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
         os.replace(final, old)

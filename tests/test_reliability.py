@@ -193,6 +193,34 @@ def test_too_little_disk_space_is_said_before_the_expensive_part(tiny_chat_check
     assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
 
 
+def test_outputs_are_readable_and_never_the_current_folder(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    """Adapters and states were written mode 0600 (safetensors' writer, the 0700 temp folder); `merge.py
+    --out .` left a `..tmp-*` folder beside the current one; an --out below a file failed after the merge."""
+    import merge
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, run_dir, "--max-steps", "2"))
+    modes = {str(p.relative_to(run_dir)): p.stat().st_mode & 0o777 for p in run_dir.rglob("*") if p.name != ".lock"}
+    assert modes["last/adapter_model.safetensors"] == modes["state/lora.safetensors"] == 0o644
+    assert set(modes.values()) == {0o644, 0o755}, modes
+    adapters = [str(run_dir / "best"), str(run_dir / "last")]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(MidalignError, match=r"is the current folder \(or holds it\)"):
+        merge.main(["--adapters", *adapters, "--out", "."])
+    with pytest.raises(MidalignError, match=r"is the current folder \(or holds it\)"):
+        merge.main(["--adapters", *adapters, "--out", str(tmp_path)])
+    (here / "file").write_text("x")
+    with pytest.raises(MidalignError, match=r"--out file/merged: cannot write there"):
+        merge.main(["--adapters", *adapters, "--out", "file/merged"])
+    merge.main(["--adapters", *adapters, "--out", "merged"])
+    assert sorted(p.name for p in here.iterdir()) == ["file", "merged"]  # no temp folder left anywhere
+    assert {p.stat().st_mode & 0o777 for p in (here / "merged").iterdir()} == {0o644}
+
+
 def test_unwritable_output_folder_is_a_clear_error(tiny_chat_checkpoint, tmp_path):
     data = write_tiny_data(tmp_path / "data")
     (tmp_path / "file").write_text("not a folder")
