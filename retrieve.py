@@ -168,7 +168,7 @@ def plot(results_list: list[tuple[str, dict]], out: Path) -> list[Path]:
     if len(results_list) == 1:
         res = results_list[0][1]
         for pool, s in res["pools"].items():
-            langs = res["langs"]
+            langs = list(s["per_language"])
             grid = np.array([[100 * a for a in s["per_language"][lang]["as_source"]] for lang in langs])
             fig, ax = plt.subplots(figsize=(8, 0.22 * len(langs) + 1.5))
             im = ax.imshow(grid, aspect="auto", cmap="viridis")
@@ -184,17 +184,57 @@ def plot(results_list: list[tuple[str, dict]], out: Path) -> list[Path]:
     return written
 
 
+def read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found; pass {what}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({e}); pass {what}") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); pass {what}") from e
+
+
+def read_results(path: Path) -> dict:
+    """A results.json written by retrieve.py, checked for what --compare and --correlate read."""
+    what = "a results.json written by retrieve.py"
+    results = read_json(path, what)
+    pools = results.get("pools") if isinstance(results, dict) else None
+    layers = results.get("layers") if isinstance(results, dict) else None
+    if not isinstance(layers, list) or not isinstance(pools, dict) or not pools:
+        raise DataError(f"{path}: no 'layers' list and 'pools' table: not {what}")
+    for pool, s in pools.items():
+        rows = s.get("per_language") if isinstance(s, dict) else None
+        if (not isinstance(rows, dict) or len(s.get("per_layer") or []) != len(layers)
+                or any(len(r.get("as_source", [])) != len(layers) or len(r.get("as_target", [])) != len(layers)
+                       for r in rows.values())):
+            raise DataError(f"{path}: pool '{pool}' has no accuracy per layer and language for its {len(layers)} "
+                            f"layers: not {what}, or a damaged one")
+    return results
+
+
+def read_scores(path: Path) -> dict[str, float]:
+    """{lang or direction: score}, from a scores.json of evaluate.py or a plain {lang: score} table."""
+    what = "evaluate.py's scores.json or a {lang: score} JSON table"
+    raw = read_json(path, what)
+    scores = raw.get("per_language", raw) if isinstance(raw, dict) else None
+    if not isinstance(scores, dict):
+        raise DataError(f"{path}: expected {{lang: score}} or {{'per_language': {{lang: score}}}}")
+    out = {}
+    for unit, v in scores.items():
+        value = v.get("score") if isinstance(v, dict) else v
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(f"{path}: the score of '{unit}' is {value!r}, not a number; pass {what}")
+        out[unit] = float(value)
+    return out
+
+
 def correlate(results_path: Path, scores_path: Path, permutations: int, layer: int | None = None) -> dict:
     """Pearson r between per-language retrieval accuracy at one layer (default the middle one, Fig. 1b:
     the language as source and as target, averaged) and the downstream score; permutation p-value.
     MT scores per direction (`de-en`) count for the non-English language of the X→English direction."""
-    results = json.loads(results_path.read_text())
-    raw = json.loads(scores_path.read_text())
-    scores = raw.get("per_language", raw) if isinstance(raw, dict) else None
-    if not isinstance(scores, dict):
-        raise DataError(f"{scores_path}: expected {{lang: score}} or {{'per_language': {{lang: score}}}}")
-    scores = {k.removesuffix("-en"): (v["score"] if isinstance(v, dict) else v) for k, v in scores.items()
-              if not k.startswith("en-")}
+    results = read_results(results_path)
+    scores = {k.removesuffix("-en"): v for k, v in read_scores(scores_path).items() if not k.startswith("en-")}
     layers = results["layers"]
     layer = max(layers) // 2 if layer is None else layer
     if layer not in layers:
@@ -207,7 +247,11 @@ def correlate(results_path: Path, scores_path: Path, permutations: int, layer: i
         if len(langs) < 3:
             raise DataError(f"{scores_path}: fewer than 3 languages shared with {results_path}")
         x = np.array([(s["per_language"][l]["as_source"][i] + s["per_language"][l]["as_target"][i]) / 2 for l in langs])
-        y = np.array([float(scores[l]) for l in langs])
+        y = np.array([scores[l] for l in langs])
+        for name, values in (("retrieval accuracy", x), ("score", y)):
+            if np.ptp(values) == 0:
+                raise DataError(f"{pool}: the {name} at layer {layer} is the same for all {len(langs)} languages: "
+                                f"no correlation to compute")
         r, p = pearson(x, y, permutations)
         out[pool] = {"layer": layer, "pearson_r": r, "p_value": p, "n_languages": len(langs), "languages": langs}
         print(f"{pool}: layer {layer}: Pearson r = {r:.3f} (permutation p = {p:.4f}, {len(langs)} languages)")
@@ -218,20 +262,28 @@ def correlate(results_path: Path, scores_path: Path, permutations: int, layer: i
 
 def own_file(name: str) -> bool:
     """What a retrieval writes into --out (its earlier output, replaced with --overwrite)."""
-    return name in {"results.json", "results.csv", "accuracy_vs_layer.png", PROVENANCE} or \
+    return name in {"results.json", "results.csv", "accuracy_vs_layer.png", "correlation.json", PROVENANCE} or \
         (name.startswith("heatmap_") and name.endswith(".png"))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.correlate or args.compare:  # an analysis of earlier results: its own --out folder, written whole
+        check_output_folder(args.out, args.correlate or args.compare, own_file, args.overwrite)
+        check_writable_folder(args.out)
     if args.correlate:
         result = correlate(*args.correlate, args.permutations, args.layer)
-        atomic_write_text(args.out / "correlation.json", json.dumps(result, indent=1))
+        with atomic_dir(args.out) as tmp:
+            atomic_write_text(tmp / "correlation.json", json.dumps(result, indent=1))
+            write_provenance(tmp, correlate=args.correlate, layer=args.layer, permutations=args.permutations)
+        print(f"wrote {args.out / 'correlation.json'}")
         return
     if args.compare:
-        runs = [(str(p.parent.name or p), json.loads(p.read_text())) for p in args.compare]
-        for path in plot(runs, args.out):
-            print(f"wrote {path}")
+        runs = [(str(p.parent.name or p), read_results(p)) for p in args.compare]
+        with atomic_dir(args.out) as tmp:
+            plots = plot(runs, tmp)
+            write_provenance(tmp, compare=args.compare)
+        print(f"wrote {', '.join(str(args.out / p.name) for p in plots) or 'no plot (matplotlib missing)'}")
         return
     start = time.perf_counter()
     sentences = read_sentences(args.data, args.split, args.langs)

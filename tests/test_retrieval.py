@@ -14,7 +14,7 @@ import torch
 from conftest import hf_model
 from midalign.align import mean_pool
 from midalign.checkpoint import load_model
-from midalign.errors import DataError
+from midalign.errors import DataError, MidalignError
 from midalign.retrieval import embed_layers, margin_retrieval, paper_average, retrieval_accuracy
 
 ROOT = Path(__file__).parent.parent
@@ -163,7 +163,8 @@ def test_correlate_uses_the_middle_layer_by_default(tmp_path):
     rng = np.random.default_rng(0)
     langs, layers = ["de", "sw", "cy", "ja", "is"], list(range(5))
     per_language = {l: {"as_source": rng.random(5).tolist(), "as_target": rng.random(5).tolist()} for l in langs}
-    (tmp_path / "results.json").write_text(json.dumps({"layers": layers, "pools": {"mean": {"per_language": per_language}}}))
+    (tmp_path / "results.json").write_text(json.dumps({"layers": layers, "pools": {"mean": {
+        "per_layer": rng.random(5).tolist(), "per_language": per_language}}}))
     scores = {f"{l}-en": {"score": float(rng.random())} for l in langs} | {"en-de": {"score": 99.0}}
     (tmp_path / "scores.json").write_text(json.dumps({"per_language": scores}))
     x = [(per_language[l]["as_source"][2] + per_language[l]["as_target"][2]) / 2 for l in langs]
@@ -175,3 +176,46 @@ def test_correlate_uses_the_middle_layer_by_default(tmp_path):
         pytest.approx(pearsonr(x4, y)[0])
     with pytest.raises(DataError, match="layer 9 was not evaluated"):
         retrieve.correlate(tmp_path / "results.json", tmp_path / "scores.json", 200, layer=9)
+
+
+def test_correlate_and_compare_mistakes_are_one_line_errors_and_outputs_are_their_own(tmp_path, capsys):
+    """Missing, broken or wrong files were tracebacks (FileNotFoundError, JSONDecodeError, KeyError); the
+    analyses wrote into --out beside whatever was there."""
+    import retrieve
+
+    layers = [0, 1, 2]
+    rows = {l: {"as_source": [0.1, 0.5 - i / 10, 0.2], "as_target": [0.2, 0.4, 0.3]} for i, l in enumerate(["de", "sw", "cy"])}
+    results = tmp_path / "r" / "results.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps({"layers": layers, "pools": {"mean": {"per_layer": [0.1, 0.4, 0.2],
+                                                                        "per_language": rows}}}))
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"de": 50.0, "sw": 20.0, "cy": 10.0}))
+    out = ["--out", str(tmp_path / "analysis")]
+    for argv, message in [
+        (["--correlate", str(tmp_path / "nothere.json"), str(scores)],
+         r"nothere.json: file not found; pass a results.json written by retrieve.py$"),
+        (["--correlate", str(results), str(results.parent / "results.csv")], r"results.csv: file not found"),
+        (["--correlate", str(scores), str(scores)], r"scores.json: no 'layers' list and 'pools' table: not a "
+                                                   r"results.json written by retrieve.py$"),
+        (["--compare", str(results), str(scores)], r"scores.json: no 'layers' list"),
+        (["--correlate", str(results), str(results)], r"results.json: the score of 'layers' is \[0, 1, 2\], not a "
+                                                     r"number"),
+        (["--correlate", str(results), str(scores), "--out", str(results.parent)], r"inputs are never outputs"),
+    ]:
+        with pytest.raises(DataError if "--out" not in argv else MidalignError, match=message):
+            retrieve.main(argv + (out if "--out" not in argv else []))
+    (tmp_path / "flat.json").write_text(json.dumps({"de": 5, "sw": 5, "cy": 5}))
+    with pytest.raises(DataError, match=r"mean: the score at layer 1 is the same for all 3 languages"):
+        retrieve.main(["--correlate", str(results), str(tmp_path / "flat.json"), "--layer", "1", *out])
+    (tmp_path / "broken.json").write_text('{"de": 1,\n')
+    with pytest.raises(DataError, match=r"broken.json:2: not valid JSON"):
+        retrieve.main(["--correlate", str(results), str(tmp_path / "broken.json"), *out])
+    assert not (tmp_path / "analysis").exists()
+    retrieve.main(["--correlate", str(results), str(scores), "--layer", "1", *out])
+    assert json.loads((tmp_path / "analysis" / "correlation.json").read_text())["mean"]["n_languages"] == 3
+    with pytest.raises(MidalignError, match="holds an earlier output"):
+        retrieve.main(["--compare", str(results), *out])
+    retrieve.main(["--compare", str(results), *out, "--overwrite"])
+    assert not (tmp_path / "analysis" / "correlation.json").exists()  # the folder is the new analysis, whole
+    assert json.loads((tmp_path / "analysis" / "provenance.json").read_text())["compare"] == [str(results)]
