@@ -41,7 +41,8 @@ def read_result(path: Path, design: str) -> dict | None:
     result = json.loads(path.read_text(encoding="utf-8"))
     if result.get("design") != design:
         raise MidalignError(f"{path} was made under another design ({result.get('design')}, this one is "
-                            f"{design}): delete it to rerun that part, or pass --results DIR")
+                            f"{design}): results of one design never replace another's; pass --results DIR, a new "
+                            f"folder, to run this design beside them")
     return result
 
 

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from midalign.errors import CheckpointError
+from midalign.state import find_state
 
 RUN_FILES = ("config.json", "log.jsonl", "state", "best", "last")  # what train.py writes into --out
 # Settings that may differ on --resume: how long, how often to evaluate and save, where it runs. Every
@@ -49,8 +50,10 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         return
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if existing and not overwrite:
-        raise CheckpointError(f"--out {out} holds a training run ({', '.join(existing)}): pass --resume to continue "
-                              f"it, --overwrite to start over, or choose another --out")
+        go_on = "pass --resume to continue it, " if find_state(out) is not None else \
+            "it saved no training state to resume (it stopped early): "
+        raise CheckpointError(f"--out {out} holds a training run ({', '.join(existing)}): {go_on}--overwrite to "
+                              f"start over, or choose another --out")
     if overwrite and existing:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.startswith("."))
         if foreign:

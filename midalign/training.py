@@ -236,7 +236,8 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     if args.resume:
         state = find_state(out)
         if state is None:
-            raise CheckpointError(f"--resume: no complete training state in {out}/state; start without --resume")
+            raise CheckpointError(f"--resume: no complete training state in {out}/state (the run stopped before its "
+                                  f"first checkpoint); start it over with --overwrite instead of --resume")
         # every setting that shapes the run as saved; a longer --max-steps keeps the schedule's warm-up
         warmup = check_resume_settings(out, {**asdict(args), "dtype": str(dtype), "data_files": files}) or warmup
         trainer = load_state(state, model, optimizer, world)

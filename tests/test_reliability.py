@@ -234,6 +234,25 @@ def test_resume_without_a_state_is_a_clear_error(tiny_chat_checkpoint, tmp_path)
     assert res.returncode == 1 and "no complete training state" in res.stderr
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_started_over_not_resumed(tiny_chat_checkpoint, tmp_path):
+    """After an early Ctrl-C the folder holds config.json and log.jsonl but no state: the plain rerun said
+    "pass --resume", and --resume said "start without --resume" — each sent the user to the other."""
+    import train
+
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "run"
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    for name in ("state", "best", "last"):  # as a run stopped before its first checkpoint leaves it
+        shutil.rmtree(out / name)
+    with pytest.raises(CheckpointError) as again:
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2"))
+    assert "saved no training state to resume" in str(again.value) and "--resume" not in str(again.value)
+    with pytest.raises(CheckpointError, match=r"start it over with --overwrite instead of --resume$"):
+        train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2", "--resume"))
+    train.main(tiny_args(tiny_chat_checkpoint, data, out, "--max-steps", "2", "--overwrite"))
+    assert (out / "state" / "trainer.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------- security
 
 class _Exploit:

@@ -163,10 +163,12 @@ class Fetch:
 
 # ------------------------------------------------------------------------------------------ readers
 
-def _refetch(archive: Path) -> str:
-    """What to do about a bad archive: a download is fetched again once deleted; a --from file is the user's."""
-    return ("delete it and run the same command again (it is downloaded again)" if archive.parent.name == "downloads"
-            else "replace it with an intact copy of the publisher's file")
+def _refetch(path: Path, both: bool = False) -> str:
+    """What to do about a bad file: a download is fetched again once deleted; a --from file is the user's."""
+    if path.parent.name == "downloads":
+        return f"delete {'them' if both else 'it'} and run the same command again ({'they are' if both else 'it is'} " \
+               f"downloaded again)"
+    return f"replace {'them with intact copies' if both else 'it with an intact copy'} of the publisher's files"
 
 
 def _members(archive: Path, pattern: str) -> dict[str, bytes]:
@@ -330,7 +332,7 @@ def _json_rows(path: Path) -> list[dict]:
     try:
         return json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
     except ValueError as e:
-        raise DataError(f"{path}: not JSON lines or a JSON array ({e}); delete it and fetch again") from e
+        raise DataError(f"{path}: not JSON lines or a JSON array ({e}); {_refetch(path)}") from e
 
 
 def _lines(path: Path) -> list[str]:
@@ -348,7 +350,7 @@ def build_alma(fetch: Fetch, out: Path, x: str) -> dict[str, str]:
     src_lines, en_lines = _lines(src), _lines(en)
     if len(src_lines) != len(en_lines):
         raise DataError(f"{src} has {len(src_lines)} lines but {en} has {len(en_lines)}: not line-aligned; "
-                        f"delete them and fetch again")
+                        f"{_refetch(src, both=True)}")
     train = [{x: s.strip(), "en": e.strip()} for s, e in zip(src_lines, en_lines) if s.strip() and e.strip()]
     dev, dev_url = get(f"test.{x}-en.json" if x == "is" else f"valid.{x}-en.json")
     valid = [r["translation"] for r in _json_rows(dev) if isinstance(r.get("translation"), dict)
@@ -471,7 +473,7 @@ def build_uner(fetch: Fetch, out: Path) -> dict[str, str]:
         try:
             table = pq.read_table(path, columns=["inputs", "targets", "language"]).to_pylist()
         except Exception as e:  # pyarrow raises its own hierarchy for corrupt files and missing columns
-            raise DataError(f"{path}: not the Aya UNER parquet ({e}); delete it and fetch again") from e
+            raise DataError(f"{path}: not the Aya UNER parquet ({e}); {_refetch(path)}") from e
         by_lang: dict[str, list[str]] = {}
         for row in table:
             lang = ISO3.get(row["language"], row["language"])
