@@ -11,6 +11,7 @@ from pathlib import Path
 
 from midalign.adapters import load_adapter
 from midalign.checkpoint import load_model_and_tokenizer
+from midalign.checks import among, check, count
 from midalign.data.tasks import Example, Task, read_examples
 from midalign.errors import DataError
 from midalign.generate import generate
@@ -20,6 +21,8 @@ def load_examples(task: Task, paths: list[Path], langs: list[str] | None = None,
                   partition: str = "test") -> list[Example]:
     """The task's examples of `partition` in its files (MT: each file in its own direction); at most `limit`
     per language (per direction for MT). A requested language without examples is an error."""
+    check("load_examples", limit=(limit, (lambda v: v is None or count(1)[0](v), "None or an integer ≥ 1")),
+          partition=(partition, among(("train", "dev", "test"))))
     out = read_examples(task, paths, partition, langs)
     out = first_per_unit(out, limit) if limit else out
     missing = sorted(set(langs or []) - {ex.lang for ex in out})
@@ -51,6 +54,7 @@ def load_for_inference(model: str, adapter: Path | None = None, device: str | No
 def predict(model, tok, examples: list[Example], max_new_tokens: int, batch_size: int,
             progress: bool = True) -> tuple[list[str], dict]:
     """Greedy outputs (decoded, stripped) and generation statistics."""
+    check("predict", max_new_tokens=(max_new_tokens, count(1)), batch_size=(batch_size, count(1)))
     prompts = tok.chat_ids_batch([ex.messages() for ex in examples])
     start = time.perf_counter()
     outputs = generate(model, prompts, max_new_tokens, tok.eos_ids, tok.pad_id, batch_size, progress=progress)

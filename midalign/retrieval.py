@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from midalign.align import POOLS, choose
 from midalign.batching import left_pad, length_sorted_batches
+from midalign.checks import among, check, count, each_among, indices
+from midalign.errors import SettingsError
 from midalign.model import CausalLM
 
 MARGINS = ("ratio", "cosine")
@@ -126,7 +128,13 @@ def layer_retrieval(model: CausalLM, tok, sentences: dict[str, list[str]], layer
     """Retrieval accuracy of every layer and pooling for parallel `sentences` (lang → row-aligned sentences),
     each embedded once: the raw sentence with the tokenizer's default special tokens, as the alignment
     loss sees it."""
+    check("layer_retrieval", layers=(layers, indices(model.config.num_hidden_layers)), pools=(pools, each_among(POOLS)), k=(k, count(1)), margin=(margin, among(MARGINS)),
+          batch_size=(batch_size, count(1)))
     langs = list(sentences)
+    sizes = {lang: len(sentences[lang]) for lang in langs}
+    if len(langs) < 2 or len(set(sizes.values())) != 1 or not min(sizes.values()):
+        raise SettingsError(f"layer_retrieval: sentences must be two or more languages of the same number (≥ 1) of "
+                            f"row-aligned sentences; got {sizes}")
     ids = tok.encode_batch([s for lang in langs for s in sentences[lang]])
     start = time.perf_counter()
     with tqdm(total=len(ids), desc="embed", unit="sent", disable=not progress) as bar:

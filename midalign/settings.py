@@ -4,11 +4,11 @@ The loop that runs them is midalign/training.py."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from midalign.align import LOSSES, POOLS, AlignConfig
+from midalign.checks import among, count, names, number, paths
 from midalign.data.experiments import EXPERIMENTS
 from midalign.data.tasks import TASKS
 from midalign.distributed import World
@@ -89,33 +89,8 @@ class TrainSettings:
     command: str | None = None  # how the run was started, for config.json (train.py: its command line)
 
 
-def _count(least: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"an integer ≥ {least}"
-
-
-def _number(low: float, high: float = math.inf, high_open: bool = False, low_open: bool = True):
-    ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and (v > low if low_open else v >= low) and (v < high if high_open else v <= high))
-    return ok, (f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-                if math.isfinite(high) else f"a finite number {'>' if low_open else '≥'} {low:g}")
-
-
-def _among(choices):  # the live table, read when a value fails: a fork may add a task, pooling or loss
-    return lambda v: v in choices, lambda: "one of " + ", ".join(map(str, choices))
-
-
-def _paths():
-    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, (str, Path)) for x in v),
-            "a non-empty list of paths")
-
-
-def _names():
-    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, str) and x for x in v),
-            "a non-empty list of names")
-
-
 def _layers():
-    one = _count(1)[0]
+    one = count(1)[0]
     return (lambda v: one(v) or (isinstance(v, (list, tuple)) and len(v) > 0 and all(map(one, v))),
             "a decoder layer (an integer ≥ 1) or a non-empty list of them")
 
@@ -123,18 +98,18 @@ def _layers():
 _FLAG = (lambda v: isinstance(v, bool), "True or False")
 # field → (test, what it must be); a field left None takes its value from the preset, experiment or model.
 RULES = {
-    "preset": _among(PRESETS), "experiment": _among(EXPERIMENTS), "dtype": _among(DTYPES),
+    "preset": among(PRESETS), "experiment": among(EXPERIMENTS), "dtype": among(DTYPES),
     "model": (lambda v: isinstance(v, (str, Path)) and str(v) != "", "an offline alias, a local folder or a hub id"),
     "device": (lambda v: isinstance(v, str) and v.split(":")[0] in ("cpu", "cuda"), "cpu, cuda or cuda:N"),
-    "lora_r": _count(1), "lora_alpha": _number(0), "lora_dropout": _number(0, 1, high_open=True, low_open=False),
-    "lora_targets": _names(), "task": _among(TASKS), "train_data": _paths(), "dev_data": _paths(),
-    "train_langs": _names(), "mt_direction": _among(("to-en", "from-en", "both")), "max_length": _count(1),
-    "align_layer": _layers(), "align_data": _paths(), "align_dev_data": _paths(), "align_langs": _names(),
-    "pool": _among(POOLS), "temperature": _number(0), "align_loss": _among(LOSSES),
-    "align_dev_batches": _count(1), "align_max_length": _count(1), "batch_size": _count(1),
-    "align_batch_size": _count(2), "grad_accum": _count(1), "lr": _number(0),
-    "warmup_ratio": _number(0, 1, high_open=True, low_open=False), "clip": _number(0), "epochs": _number(0),
-    "max_steps": _count(0), "eval_every": _count(1), "patience": _count(1), "seed": _count(-2 ** 63),
+    "lora_r": count(1), "lora_alpha": number(0), "lora_dropout": number(0, 1, high_open=True, low_open=False),
+    "lora_targets": names(), "task": among(TASKS), "train_data": paths(), "dev_data": paths(),
+    "train_langs": names(), "mt_direction": among(("to-en", "from-en", "both")), "max_length": count(1),
+    "align_layer": _layers(), "align_data": paths(), "align_dev_data": paths(), "align_langs": names(),
+    "pool": among(POOLS), "temperature": number(0), "align_loss": among(LOSSES),
+    "align_dev_batches": count(1), "align_max_length": count(1), "batch_size": count(1),
+    "align_batch_size": count(2), "grad_accum": count(1), "lr": number(0),
+    "warmup_ratio": number(0, 1, high_open=True, low_open=False), "clip": number(0), "epochs": number(0),
+    "max_steps": count(0), "eval_every": count(1), "patience": count(1), "seed": count(-2 ** 63),
     "out": (lambda v: isinstance(v, (str, Path)) and str(v) != "", "a folder path"),
     **{name: _FLAG for name in ("grad_checkpoint", "align_only", "no_align", "align_dev_split", "align_gather",
                                 "resume", "overwrite", "dry_run", "no_default_template")},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -471,6 +472,66 @@ def test_every_invalid_setting_is_one_error_before_anything_is_written(tmp_path,
     with pytest.raises(SettingsError, match=f"^{field} = .* \\(train.py --{field.replace('_', '-')}\\) must be "):
         fit(TrainSettings(out=out, **{field: value}))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("call, message", [
+    (dict(layers=[0, 99]), "layers = [0, 99] must be a non-empty list of 0..4"),
+    (dict(layers=[]), "layers = [] must be a non-empty list of 0..4"),
+    (dict(pools=["max"]), "pools = ['max'] must be a non-empty list of mean, mean-skip-first, bos, last"),
+    (dict(pools="mean"), "pools = 'mean' must be a non-empty list of"),  # a string is not a list of poolings
+    (dict(k=0), "k = 0 must be an integer ≥ 1"),
+    (dict(margin="dot"), "margin = 'dot' must be one of ratio, cosine"),
+    (dict(batch_size=2.5), "batch_size = 2.5 must be an integer ≥ 1"),
+    (dict(sentences={"de": ["a", "b"]}), "sentences must be two or more languages of the same number (≥ 1) of "
+                                         "row-aligned sentences; got {'de': 2}"),
+    (dict(sentences={"de": ["a", "b"], "en": ["c"]}), "sentences must be two or more languages of the same number "
+                                                      "(≥ 1) of row-aligned sentences; got {'de': 2, 'en': 1}"),
+])
+def test_retrieval_arguments_from_python_are_checked_before_any_work(tiny_chat_checkpoint, monkeypatch, call, message):
+    """layer_retrieval ran every forward pass before an unknown margin failed (ValueError), and an unknown
+    pooling or an out-of-range layer failed as a KeyError or an IndexError."""
+    from midalign import retrieval
+    from midalign.checkpoint import load_model_and_tokenizer
+    from midalign.errors import SettingsError
+
+    model, tok = load_model_and_tokenizer(tiny_chat_checkpoint, "cpu", "fp32")
+    monkeypatch.setattr(retrieval, "embed_layers", lambda *a, **k: pytest.fail("embedded before the check"))
+    arguments = dict(sentences={"de": ["Hallo", "Welt"], "en": ["Hello", "world"]}, layers=[0, 2], pools=["mean"],
+                     k=4, margin="ratio", batch_size=2) | call
+    with pytest.raises(SettingsError, match="^" + re.escape("layer_retrieval: " + message)):
+        retrieval.layer_retrieval(model, tok, progress=False, **arguments)
+
+
+
+def test_retrieval_accepts_any_collection_of_layers_and_poolings(tiny_chat_checkpoint):
+    """The studies pass the POOLS table itself and a range of layers."""
+    from midalign import retrieval
+    from midalign.align import POOLS
+    from midalign.checkpoint import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(tiny_chat_checkpoint, "cpu", "fp32")
+    sentences = {"de": ["Hallo", "Welt"], "en": ["Hello", "world"]}
+    res = retrieval.layer_retrieval(model, tok, sentences, range(3), POOLS, progress=False)
+    assert res["layers"] == [0, 1, 2] and list(res["pools"]) == list(POOLS)
+
+
+def test_evaluation_arguments_from_python_are_checked_before_any_work(tiny_chat_checkpoint):
+    from midalign.checkpoint import load_model_and_tokenizer
+    from midalign.data.tasks import TASKS
+    from midalign.errors import SettingsError
+    from midalign.evaluation import load_examples, predict
+
+    data = write_tiny_data(Path(tiny_chat_checkpoint).parent / "eval-data")
+    with pytest.raises(SettingsError, match=r"^load_examples: limit = 0 must be None or an integer ≥ 1"):
+        load_examples(TASKS["mt"], [data["dev"]], limit=0)
+    with pytest.raises(SettingsError, match=r"^load_examples: partition = 'validation' must be one of train, dev, test"):
+        load_examples(TASKS["mt"], [data["dev"]], partition="validation")
+    examples = load_examples(TASKS["mt"], [data["dev"]])
+    model, tok = load_model_and_tokenizer(tiny_chat_checkpoint, "cpu", "fp32")
+    with pytest.raises(SettingsError, match=r"^predict: max_new_tokens = 0 must be an integer ≥ 1"):
+        predict(model, tok, examples, 0, 4, progress=False)
+    with pytest.raises(SettingsError, match=r"^predict: batch_size = '8' must be an integer ≥ 1"):
+        predict(model, tok, examples, 8, "8", progress=False)
 
 
 def test_invalid_flags_on_the_command_line_are_the_same_one_line_errors(tmp_path):
