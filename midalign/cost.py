@@ -9,6 +9,7 @@ import time
 import torch
 
 GPU_SIZED_HOURS = 24  # a CPU estimate beyond this says the settings are sized for a GPU
+COST_SAMPLE = 512  # task examples tokenized (spread over those the run draws) for the estimate made at start
 MEASURE_AFTER = 4  # updates: the first is a warm-up; updates 2..MEASURE_AFTER give the measured rate
 
 

@@ -4,6 +4,7 @@ and each objective's part of an update's gradient."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -34,18 +35,18 @@ def inverse_sqrt_lr(step: int, lr: float, warmup: int) -> float:
     return lr * math.sqrt(warmup / step)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+@lru_cache(maxsize=4)  # an epoch's micro-batches share it (the run's list of drawn examples took 75 s without)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     """A reproducible shuffle of n items for one epoch (resuming needs no saved data state)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    return tuple(torch.randperm(n, generator=g).tolist())
 
 
 def task_batch(n_examples: int, batch_size: int, index: int, seed: int) -> list[int]:
     """Example indices of the `index`-th task micro-batch of the run (epochs reshuffled, last partial dropped)."""
     per_epoch = max(n_examples // batch_size, 1)
     epoch, b = divmod(index, per_epoch)
-    order = epoch_order(n_examples, seed, epoch)
-    return order[b * batch_size:(b + 1) * batch_size]
+    return list(epoch_order(n_examples, seed, epoch)[b * batch_size:(b + 1) * batch_size])
 
 
 def alignment_batch(by_lang: dict[str, list[Pair]], batch_size: int, index: int, seed: int) -> list[Pair]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from midalign.data.tasks import Example
 from midalign.tokenizer import ChatTokenizer
@@ -44,11 +45,12 @@ class EncodedExamples(Sequence):
     def __iter__(self):
         return iter(self.prepare(range(len(self))))
 
-    def prepare(self, indices) -> list[tuple[list[int], list[int]]]:
+    def prepare(self, indices, progress: bool = False) -> list[tuple[list[int], list[int]]]:
         """The encoded examples at `indices`, tokenizing in batches those not encoded yet."""
         indices = list(indices)
         todo = sorted(set(indices) - self._ids.keys())
-        for start in range(0, len(todo), self.CHUNK):
+        for start in tqdm(range(0, len(todo), self.CHUNK), desc="tokenize", unit="chunk", leave=False,
+                          disable=not progress or len(todo) <= self.CHUNK):
             chunk = todo[start:start + self.CHUNK]
             encoded = self.tok.supervised_ids_batch([self.examples[i].messages() for i in chunk],
                                                     [self.examples[i].answer for i in chunk])

@@ -33,7 +33,7 @@ from midalign.adapters import adapter_from_model, save_adapter
 from midalign.align import AlignConfig, encode_pairs, pairs_loss
 from midalign.checkpoint import load_model_and_tokenizer, resolve_model_dir
 from midalign.config import ModelConfig
-from midalign.cost import MEASURE_AFTER, estimate_line, matmul_rate, measured_line, pass_flops
+from midalign.cost import COST_SAMPLE, MEASURE_AFTER, estimate_line, matmul_rate, measured_line, pass_flops
 from midalign.data.assemble import alignment_pairs, group_pairs, task_examples
 from midalign.data.tasks import TASKS, Pair
 from midalign.devloss import dev_losses
@@ -217,9 +217,11 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
     data = load_run_data(args, tok)
     kinds = micro_batch_kinds(args.grad_accum, task=not args.align_only, align=not args.no_align)
     total, warmup = schedule_length(args, kinds, data)
-    if data.task:  # tokenize only the task examples this run's micro-batches draw
-        data.task.prepare(sorted({i for index in range(total * kinds.count(TASK))
-                                  for i in task_batch(len(data.task), args.batch_size, index, args.seed)}))
+    # only the task examples this run's micro-batches draw are tokenized: first a spread sample for the time
+    # estimate (said within the first minute), then the rest
+    drawn = sorted({i for index in range(total * kinds.count(TASK))
+                    for i in task_batch(len(data.task), args.batch_size, index, args.seed)}) if data.task else []
+    data.task.prepare(drawn[::max(1, len(drawn) // COST_SAMPLE)])
     lora_config = LoRAConfig(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.lora_targets))
     apply_lora(model, lora_config)  # the same initial weights on every rank (same seed)
     torch.manual_seed(args.seed + world.rank)  # LoRA dropout differs across ranks
@@ -246,6 +248,9 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
                                         "data_files": files,
                                         "micro_batches": kinds, "dtype": str(dtype)})
     announce(args, model, tok, lora_config, data, kinds, total, world)
+    data.task.prepare(drawn, progress=world.main)
+    if world.main:
+        print(memory_line(model, lora_config, args, data, world), file=sys.stderr)
     has_dev = bool(data.dev_task or data.dev_pairs)
     save_adapter_as = lambda name: write_checkpoint(f"{name} adapter", out, lambda: save_adapter(
         adapter_from_model(model, lora_config), out / name))
@@ -329,7 +334,8 @@ def train_loop(args: TrainSettings, world: World, lock: RunLock) -> None:
 
 def announce(args: TrainSettings, model, tok, lora_config: LoRAConfig, data: RunData, kinds: list[str], total: int,
              world: World) -> None:
-    """The run's summary, memory and time estimates (rank 0), and a warning when there is no dev data."""
+    """The run's summary and time estimate (rank 0; the memory estimate follows once every drawn example is
+    tokenized), and a warning when there is no dev data."""
     if not world.main:
         return
     alignment = "off" if args.no_align else (f"at layer {'+'.join(map(str, align_layers(args)))}/"
@@ -347,7 +353,6 @@ def announce(args: TrainSettings, model, tok, lora_config: LoRAConfig, data: Run
     if not args.no_align and align_rows < args.align_batch_size:
         print(f"[train] --align-batch-size {args.align_batch_size} exceeds the {align_rows} distinct English "
               f"sentences of the pairs: each alignment micro-batch holds {align_rows}", file=sys.stderr)
-    print(memory_line(model, lora_config, args, data, world), file=sys.stderr)
     print(estimate_line(update_flops(model.config, args, data, kinds, tok, world), total,
                         matmul_rate(model.lm_head.weight.device, model.lm_head.weight.dtype),
                         model.lm_head.weight.device, model.lm_head.weight.dtype, args.preset_resolved), file=sys.stderr)
