@@ -256,8 +256,12 @@ def endpoint_section(design: dict, get: Callable[[str], dict | None], tau: float
     counts = {"sft": {s: item_counts(r) for s, r in sft.items()}, "joint": {s: item_counts(r) for s, r in joint.items()}}
     b = crossed_bootstrap(counts["joint"], counts["sft"], langs, design["bootstrap"], design["bootstrap_seed"])
     sesoi = design["sesoi"]
+    complete = set(seeds) <= set(sft) & set(joint)
     primary = verdict(b["ci95"], sesoi) if took_hold else (
         "the alignment did not take hold in the joint runs: not a test of the method")
+    if not complete:  # the pre-registered endpoint is the mean over every seed: no verdict from a part of them
+        primary = (f"interim, seed {', '.join(map(str, sorted(set(sft) & set(joint))))} of "
+                   f"{', '.join(map(str, seeds))}: no verdict until every pre-registered seed is in")
     fmt = lambda i: f"[{i[0]:+.1f}, {i[1]:+.1f}]" if i else "—"
     lines += ["", f"**Primary endpoint** (aligned {' '.join(langs)}; joint τ {tau:g} − SFT; mean over languages of "
                   f"micro-F1, mean over {b['seeds']} seeds; {sum(len(counts['sft'][seeds[0]][l]) for l in langs):,} "
@@ -266,7 +270,7 @@ def endpoint_section(design: dict, get: Callable[[str], dict | None], tau: float
               "interest | verdict (pre-registered wording) |", "|---|---|---|---|---|---|---|",
               f"| {b['delta']:+.2f} | " + ", ".join(f"{d:+.2f}" for d in b["per_seed"]) + f" | {fmt(b['ci95'])} | "
               f"{fmt(b['t'])} | {fmt(b['hierarchical'])} | {sesoi:+.1f} | **{primary}** |"]
-    if took_hold:
+    if took_hold and complete:
         others = {name: verdict(i, sesoi) for name, i in (("t-interval", b["t"]), ("hierarchical", b["hierarchical"]))
                   if i and verdict(i, sesoi) != primary}
         lines += [""] + [f"Under the {k} the verdict would read: {v}." for k, v in others.items()]

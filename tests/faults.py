@@ -38,7 +38,7 @@ def inject(point: str) -> None:
 
         def save(obj, f, *a, **k):
             real_save(obj, f, *a, **k)
-            if Path(f).name == "optimizer.pt":
+            if Path(getattr(f, "name", f)).name == "optimizer.pt":  # a path, or the file object state.py passes
                 saves.append(f)
                 if len(saves) == 2:
                     die()

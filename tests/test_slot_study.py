@@ -250,6 +250,17 @@ def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregi
     assert "| alignment-only | 0.1 |" in text and "**Gate: passed at τ 0.1, 1.5.**" in text
     # the endpoint: the joint runs' own manipulation check first, then the pre-registered analysis
     assert text.index("Joint check: mean gain") < text.index("**Primary endpoint**") < text.index("Secondary")
+    # with seed 1 not in yet, the endpoint is interim: no verdict from a part of the pre-registered seeds
+    import slot_round2_report
+    from slot_round2 import load_design, quick_design
+
+    design = quick_design(load_design())
+    read = lambda name: json.loads((results / f"{name}.json").read_text()) if (results / f"{name}.json").is_file() \
+        else None
+    interim = "\n".join(slot_round2_report.endpoint_section(design, lambda n: None if n.endswith("-s1") else read(n),
+                                                            0.1))
+    assert "**interim, seed 0 of 0, 1: no verdict until every pre-registered seed is in**" in interim
+    assert not any(v in interim for v in ("improves transfer", "lowers transfer", "inconclusive", "is excluded"))
 
 
 def test_round_two_gate_rule_and_extra_test_draw(tmp_path):
