@@ -404,7 +404,8 @@ def test_offline_fails_fast_naming_the_address_and_the_manual_path(monkeypatch, 
         sources.ensure("flores", tmp_path, progress=False)
     assert time.perf_counter() - start < 5
     manual = tmp_path / "downloads" / "flores200_dataset.tar.gz"
-    assert f"not downloaded: http://127.0.0.1:9/flores200_dataset.tar.gz (save it as {manual})" in str(e.value)
+    assert str(e.value).startswith("1 of the publisher's files cannot be downloaded here (cannot reach http://127.0.0.1:9/")
+    assert f": http://127.0.0.1:9/flores200_dataset.tar.gz (save it as {manual})" in str(e.value)
     manual.write_bytes(tar_gz({"flores200_dataset/dev/eng_Latn.dev": "One.\n"}))  # placed by hand
     [flores] = sources.ensure("flores", tmp_path, progress=False)
     assert (flores / "dev" / "eng_Latn.dev").read_text() == "One.\n"
@@ -417,7 +418,9 @@ def test_offline_the_slot_experiment_names_every_missing_file_at_once_and_the_fr
     with pytest.raises(DataError) as e:
         EXPERIMENTS["slot"].train_files(tmp_path)
     message, downloads = str(e.value), tmp_path / "downloads"
-    assert message.startswith("no network, and 6 of the publisher's files are not downloaded: ")
+    assert message.startswith("6 of the publisher's files cannot be downloaded here (cannot reach "
+                              f"http://127.0.0.1:9/massive/amazon-massive-dataset-1.1.tar.gz (")
+    assert f") and are not in {downloads}: http://127.0.0.1:9/massive/" in message
     for url, name in [("massive/amazon-massive-dataset-1.1.tar.gz", "amazon-massive-dataset-1.1.tar.gz"),
                       ("tatoeba/cy-en.txt.zip", "tatoeba-cy-en.txt.zip"), ("tatoeba/en-jv.txt.zip", "tatoeba-en-jv.txt.zip"),
                       ("tatoeba/en-ja.txt.zip", "tatoeba-en-ja.txt.zip"), ("tatoeba/en-swh.txt.zip", "tatoeba-en-swh.txt.zip"),

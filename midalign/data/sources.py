@@ -100,6 +100,7 @@ class Missing(NamedTuple):
     dataset: str
     url: str
     path: Path  # where a file downloaded by hand goes: <root>/downloads/<name>
+    why: str  # what the connection said
     lang: str | None = None  # the language pair, for a dataset fetched one pair at a time
 
 
@@ -117,7 +118,8 @@ class MissingDownloads(DataError):
                 root = missing[0].path.parent.parent
                 local.append(f"python -m midalign.data fetch {dataset}" + (f" --langs {' '.join(langs)}" * bool(langs))
                              + f" --data-dir {root} --from <{FROM_WHAT[dataset]}>")
-        super().__init__(f"no network, and {len(missing)} of the publisher's files are not downloaded: {files}. "
+        super().__init__(f"{len(missing)} of the publisher's files cannot be downloaded here ({missing[0].why}) "
+                         f"and are not in {missing[0].path.parent}: {files}. "
                          f"Download them elsewhere and save them as named, then run the same command again"
                          + (f"; or prepare the data from local copies: {'; '.join(local)}" if local else ""))
 
@@ -157,7 +159,7 @@ class Fetch:
             try:
                 download(url, path, PUBLISHED.get(name), progress=self.progress)
             except OfflineError as e:
-                raise MissingDownloads([Missing(self.dataset, url, path)]) from e
+                raise MissingDownloads([Missing(self.dataset, url, path, str(e))]) from e
         return path
 
 
