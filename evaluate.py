@@ -26,7 +26,8 @@ from midalign.data.tasks import TASKS, Example, Task, get_task
 from midalign.errors import DataError
 from midalign.evaluation import (first_per_unit, group_averages, group_units, load_examples, load_for_inference,
                                  predict, score_units)
-from midalign.io import PROVENANCE, atomic_dir, atomic_write_text, check_output_folder, check_writable_folder, write_provenance
+from midalign.io import (PROVENANCE, atomic_write_text, check_output_folder, check_writable_folder, output_dir,
+                         write_provenance)
 from midalign.registry import DEFAULT_MODEL
 
 UDHR_GROUPS = {"supervised": ["de", "es", "fr", "ru", "zh"]}  # every other language is transfer
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
               "metric": metric, "n_examples": len(examples), "per_language": per_unit, "groups": averages,
               "group_members": groups, "generation": generation}
     table = markdown_table(per_unit, averages, metric, label)
-    with atomic_dir(args.out) as tmp:  # the whole folder at once: no earlier evaluation's file stays beside it
+    with output_dir(args.out) as tmp:  # the whole folder at once: no earlier evaluation's file stays beside it
         atomic_write_text(tmp / "predictions.jsonl", "".join(
             json.dumps({"lang": ex.lang, "unit": ex.unit, "input": ex.user, "reference": ex.answer, "prediction": p},
                        ensure_ascii=False) + "\n"

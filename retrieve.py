@@ -27,7 +27,8 @@ from midalign.evaluation import load_for_inference
 from midalign.data.sources import ensure
 from midalign.data.udhr import DEFAULT_VERSIONS, parallel_sentences
 from midalign.errors import DataError
-from midalign.io import PROVENANCE, atomic_dir, atomic_write_text, check_output_folder, check_writable_folder, write_provenance
+from midalign.io import (PROVENANCE, atomic_write_text, check_output_folder, check_writable_folder, output_dir,
+                         write_provenance)
 from midalign.registry import DEFAULT_MODEL
 from midalign.retrieval import MARGINS, layer_retrieval
 from midalign.stats import pearson
@@ -273,14 +274,14 @@ def main(argv: list[str] | None = None) -> None:
         check_writable_folder(args.out)
     if args.correlate:
         result = correlate(*args.correlate, args.permutations, args.layer)
-        with atomic_dir(args.out) as tmp:
+        with output_dir(args.out) as tmp:
             atomic_write_text(tmp / "correlation.json", json.dumps(result, indent=1))
             write_provenance(tmp, correlate=args.correlate, layer=args.layer, permutations=args.permutations)
         print(f"wrote {args.out / 'correlation.json'}")
         return
     if args.compare:
         runs = [(str(p.parent.name or p), read_results(p)) for p in args.compare]
-        with atomic_dir(args.out) as tmp:
+        with output_dir(args.out) as tmp:
             plots = plot(runs, tmp)
             write_provenance(tmp, compare=args.compare)
         print(f"wrote {', '.join(str(args.out / p.name) for p in plots) or 'no plot (matplotlib missing)'}")
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                "split": args.split if args.data == "udhr" else None, "margin": args.margin, "k": args.k, **found}
     total_s = time.perf_counter() - start
     results["timing"] = {"total_s": round(total_s, 1), "forward_s": round(forward_s, 1)}
-    with atomic_dir(args.out) as tmp:  # the whole folder at once: no earlier run's plot stays beside the results
+    with output_dir(args.out) as tmp:  # the whole folder at once: no earlier run's plot stays beside the results
         write_outputs(results, tmp)
         plots = plot([(args.adapter.name if args.adapter else "base", results)], tmp)
         write_provenance(tmp, model=args.model, adapter=args.adapter, data=args.data, split=args.split,

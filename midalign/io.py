@@ -131,3 +131,18 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     # This copy's old version, and any left by a process killed mid-save (other pids), are now stale.
     for stale in [*final.parent.glob(f".{final.name}.old-*"), *final.parent.glob(f".{final.name}.tmp-*")]:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def output_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """`atomic_dir` for a command's --out: a failed write (a disk that filled up since the check, no
+    permission) is a one-line OutputError that says nothing was half-written."""
+    from safetensors import SafetensorError
+
+    try:
+        with atomic_dir(out) as tmp:
+            yield tmp
+    except (OSError, SafetensorError) as e:
+        raise OutputError(f"could not write --out {out}: {e}. Nothing was half-written (an earlier output there is "
+                          f"intact); free disk space or choose another --out, and run again") from e
+

@@ -174,6 +174,32 @@ def test_a_disk_that_fills_up_is_a_one_line_error_and_resume_continues_exactly(t
         assert adapters_equal(out / "last", full / "last") and adapters_equal(out / "best", full / "best")
 
 
+def test_a_disk_that_fills_up_while_evaluating_is_a_one_line_error(tiny_chat_checkpoint, tmp_path, monkeypatch):
+    """The free space is checked before decoding; a disk that fills up during it fails the final write:
+    one line, nothing half-written (an OSError traceback before). Real where a tmpfs can be mounted."""
+    import evaluate
+
+    data = write_tiny_data(tmp_path / "data")
+    with small_filesystem(tmp_path / "fs", "4m") as fs:
+        out, real_predict = (fs or tmp_path) / "eval", evaluate.predict
+
+        def predict_then_disk_full(*args, **kwargs):
+            result = real_predict(*args, **kwargs)
+            if fs is not None:
+                fill(fs)
+            else:
+                monkeypatch.setattr(evaluate, "atomic_write_text", lambda *a: (_ for _ in ()).throw(
+                    OSError(errno.ENOSPC, "No space left on device")))
+            return result
+
+        monkeypatch.setattr(evaluate, "predict", predict_then_disk_full)
+        with pytest.raises(MidalignError, match=r"could not write --out .*No space left on device.*Nothing was "
+                                                r"half-written"):
+            evaluate.main(["--model", str(tiny_chat_checkpoint), "--data", str(data["dev"]), "--max-new-tokens", "2",
+                           "--out", str(out)])
+        assert not out.exists() and not [p for p in out.parent.iterdir() if ".tmp-" in p.name]
+
+
 def test_too_little_disk_space_is_said_before_the_expensive_part(tiny_chat_checkpoint, tmp_path, monkeypatch):
     """train.py needs room for its checkpoints (10 x the LoRA weights), evaluate.py and retrieve.py 1 MiB,
     checked before the first update, generation or embedding."""
