@@ -264,7 +264,8 @@ def endpoint_section(design: dict, get: Callable[[str], dict | None], tau: float
                    f"{', '.join(map(str, seeds))}: no verdict until every pre-registered seed is in")
     fmt = lambda i: f"[{i[0]:+.1f}, {i[1]:+.1f}]" if i else "—"
     lines += ["", f"**Primary endpoint** (aligned {' '.join(langs)}; joint τ {tau:g} − SFT; mean over languages of "
-                  f"micro-F1, mean over {b['seeds']} seeds; {sum(len(counts['sft'][seeds[0]][l]) for l in langs):,} "
+                  f"micro-F1, mean over {b['seeds']} seed{'s' * (b['seeds'] != 1)}; "
+                  f"{sum(len(counts['sft'][seeds[0]][l]) for l in langs):,} "
                   f"test items; {design['bootstrap']:,} crossed resamples):", "",
               "| Δ F1 | per seed | 95% crossed bootstrap | t-interval over seeds | hierarchical | smallest effect of "
               "interest | verdict (pre-registered wording) |", "|---|---|---|---|---|---|---|",
