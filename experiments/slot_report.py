@@ -396,18 +396,23 @@ def design_section(study) -> list[str]:
 
 
 def cost_section(results: Path, read: Callable[[Path], dict | None]) -> list[str]:
-    """Each result file's training time (the last logged update's elapsed seconds) and decoding time."""
+    """Round one's cost: every result file in `results` (cost_table)."""
     runs = [(path.stem, r) for path in sorted(results.glob("*.json")) if (r := read(path))]
     if not runs:
         return []
-    lines = ["## Cost", "", "Minutes of training (to the last update, from the run's log; for `merged`, the "
-             "alignment-only adapter's) and of decoding (retrieval, weight search: the run's time) of each result file, "
-             "as recorded in it.", "",
-             "| run | precision | training | decoding / other | s / answer | machine |", "|---|---|---|---|---|---|"]
+    return ["## Cost", "", "Minutes of training (to the last update, from the run's log; for `merged`, the "
+            "alignment-only adapter's) and of decoding (retrieval, weight search: the run's time) of each result file, "
+            "as recorded in it.", "", *cost_table(runs)]
+
+
+def cost_table(runs: list[tuple[str, dict]]) -> list[str]:
+    """Each run's precision, training time (the last logged update's elapsed seconds) and decoding time (for a
+    file without decoding, its seconds less the training it needed), and the total."""
+    lines = ["| run | precision | training | decoding / other | s / answer | machine |", "|---|---|---|---|---|---|"]
     total = 0.0
     for name, r in runs:
         train = training_seconds(r.get("train_curve") or [])
-        decode = r["generation"]["seconds"] if "generation" in r else r["seconds"]  # retrieval, the weight search
+        decode = r["generation"]["seconds"] if "generation" in r else r["seconds"] - train
         answers = sum(len(v) for v in r.get("items", {}).values())
         total += train + decode
         lines.append(f"| {name} | {r['dtype']} | {train / 60:.0f} | {decode / 60:.0f} | "

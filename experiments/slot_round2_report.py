@@ -11,9 +11,10 @@ from typing import Callable
 import numpy as np
 
 from midalign.align import infonce_floor
-from slot_report import item_counts, t_interval
+from slot_report import cost_table, item_counts, t_interval
 
 Z95 = 1.96
+BUDGET_HOURS = 10  # experiments/slot_round2.md §7
 # round one's groups (experiments/slot.py SlotStudy): the secondary contrasts' languages
 SECONDARY_GROUPS = {"supervised": ("ar", "en", "es", "ru", "zh"),
                     "other": ("af", "az", "de", "el", "fr", "hi", "is", "th", "tr", "ur")}
@@ -91,9 +92,36 @@ def section(design: dict, get: Callable[[str], dict | None], round_one: Callable
                   "|---|---|---|---|",
                   *(f"| {s} | {a['identical']:,} of {a['items']:,} ({100 * a['identical'] / a['items']:.0f}%) | "
                     f"{a['committed']:.1f} | {a['retrained']:.1f} |" for s, a in retrained)]
+    lines += cost(design, get)
     if deviations:
         lines += ["", "### Deviations and implementation notes", "", *deviations]
     return lines
+
+
+def planned_runs(design: dict, tau: float | None) -> list[str]:
+    """Every result file the pre-registration plans, in its order (§7): the gate; if it chose `tau`, per seed SFT
+    and joint at `tau` with their retrieval; then round one's joint τ 1.5 arm."""
+    gate_runs = ["ret-base", *(f"ret-align-t{t:g}-s0" for t in design["gate_temperatures"])]
+    if tau is None:
+        return gate_runs
+    joint = lambda t: [f"{prefix}joint-t{t:g}-s{s}" for s in design["seeds"] for prefix in ("", "ret-")]
+    main = [f"{prefix}{arm}-s{s}" for s in design["seeds"] for arm in ("sft", f"joint-t{tau:g}") for prefix in ("", "ret-")]
+    return gate_runs + main + (joint(1.5) if tau != 1.5 else [])
+
+
+def cost(design: dict, get: Callable[[str], dict | None]) -> list[str]:
+    """Round two's cost, run by run as recorded, and the pre-registered runs that have no result file."""
+    planned = planned_runs(design, (gate(design, get) or {}).get("chosen"))
+    runs = [(name, r) for name in planned if (r := get(name))]
+    if not runs:
+        return []
+    missing = [name for name in planned if get(name) is None]
+    return ["", "### Cost", "", "Minutes of training (to the last update, from the run's log) and of decoding or "
+            f"retrieval of each result file of this round, as recorded in it; the pre-registered budget is "
+            f"{BUDGET_HOURS} CPU-hours (experiments/slot_round2.md §7).", "", *cost_table(runs), "",
+            ("Pre-registered runs without a result file (§7: what the budget does not reach is reported as not run): "
+              + ", ".join(missing) + "."
+             if missing else "Every pre-registered run has its result file.")]
 
 
 def gate_and_endpoint(design: dict, get: Callable[[str], dict | None]) -> list[str]:
@@ -136,13 +164,6 @@ def gate_and_endpoint(design: dict, get: Callable[[str], dict | None]) -> list[s
                      f"{loss['floor']:.4f} | {loss['share']:.0%} | " + " | ".join(f"{v:.1f}" for v in per.values())
                      + f" | {statistics.mean(per.values()):.1f} | {gain:+.1f} | "
                      + ("**passed**" if gain >= g["min_gain_points"] else "not passed") + " |")
-    from study import training_seconds
-
-    done = [(n, r) for n, r in [("base", base), *((f"alignment-only τ {t:g}", r) for t, r in runs)] if r]
-    cost = lambda r: (training_seconds(r["train_curve"]) if r.get("train_curve") else 0.0, r["seconds"])
-    lines += ["", "Cost, as recorded in the result files (a run's seconds include the training it needed): " + "; ".join(
-        f"{n} {r['dtype']}, " + (f"training {cost(r)[0] / 60:.0f} min + " if cost(r)[0] else "")
-        + f"retrieval {(cost(r)[1] - cost(r)[0]) / 60:.0f} min" for n, r in done) + "."]
     result = gate(design, get)
     if result is None:
         return lines

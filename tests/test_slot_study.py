@@ -250,6 +250,10 @@ def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregi
     assert "| alignment-only | 0.1 |" in text and "**Gate: passed at τ 0.1, 1.5.**" in text
     # the endpoint: the joint runs' own manipulation check first, then the pre-registered analysis
     assert text.index("Joint check: mean gain") < text.index("**Primary endpoint**") < text.index("Secondary")
+    # the cost of every run of the round, and the pre-registered runs not run (the τ 1.5 arm: its own stage)
+    assert text.index("Secondary") < text.index("### Cost") < text.index("# Round one")
+    assert ("Pre-registered runs without a result file (§7: what the budget does not reach is reported as not run): "
+            "joint-t1.5-s0, ret-joint-t1.5-s0, joint-t1.5-s1, ret-joint-t1.5-s1.") in text
     # with seed 1 not in yet, the endpoint is interim: no verdict from a part of the pre-registered seeds
     import slot_round2_report
     from slot_round2 import load_design, quick_design
@@ -261,6 +265,20 @@ def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregi
                                                             0.1))
     assert "**interim, seed 0 of 0, 1: no verdict until every pre-registered seed is in**" in interim
     assert not any(v in interim for v in ("improves transfer", "lowers transfer", "inconclusive", "is excluded"))
+
+
+def test_cost_table_counts_training_once_for_a_file_that_trained_before_retrieving():
+    from slot_report import cost_table
+
+    machine = "x86_64, cpu"
+    curve = [{"step": 1, "elapsed_s": 120.0}, {"step": 2, "elapsed_s": 240.0}]
+    retrieval = {"train_curve": curve, "seconds": 600.0, "dtype": "bf16", "machine": machine}  # 240 s trained
+    decoded = {"train_curve": curve, "seconds": 999.0, "generation": {"seconds": 240.0}, "dtype": "fp32",
+               "machine": machine, "items": {"cy": [None] * 30, "ja": [None] * 30}}
+    lines = cost_table([("ret-align", retrieval), ("sft", decoded)])
+    assert lines[2] == "| ret-align | bf16 | 4 | 6 | — | x86_64, cpu |"  # 600 s − 240 s of training
+    assert lines[3] == "| sft | fp32 | 4 | 4 | 4.00 | x86_64, cpu |"  # 240 s over 60 answers
+    assert lines[-1] == "Total: 0.3 h of CPU wall time."  # (240 + 360 + 240 + 240) s
 
 
 def test_round_two_gate_rule_and_extra_test_draw(tmp_path):
