@@ -250,6 +250,8 @@ def test_round_two_quick_runs_the_gate_then_the_main_arms_and_stamps_the_preregi
     assert "| alignment-only | 0.1 |" in text and "**Gate: passed at τ 0.1, 1.5.**" in text
     # the endpoint: the joint runs' own manipulation check first, then the pre-registered analysis
     assert text.index("Joint check: mean gain") < text.index("**Primary endpoint**") < text.index("Secondary")
+    # a random tiny model answers alike in both arms: no standard error, so no power is claimed
+    assert "(0.00 F1; normal approximation): untestable: the two arms agree on every resample." in text
     # the cost of every run of the round, and the pre-registered runs not run (the τ 1.5 arm: its own stage)
     assert text.index("Secondary") < text.index("### Cost") < text.index("# Round one")
     assert ("Pre-registered runs without a result file (§7: what the budget does not reach is reported as not run): "
@@ -352,6 +354,20 @@ def test_round_two_resampled_f1_and_crossed_bootstrap_against_brute_force():
     by_hand = [sum(f1(better[s][l]) - f1(sft[s][l]) for l in ("cy", "sw")) / 2 for s in (0, 1)]
     assert b["per_seed"] == pytest.approx(by_hand) and b["delta"] == pytest.approx(sum(by_hand) / 2)
     assert b["ci95"][0] <= b["delta"] <= b["ci95"][1] and b["hierarchical"][0] < b["delta"] < b["hierarchical"][1]
+
+
+def test_round_two_power_is_the_share_of_simulated_intervals_above_zero():
+    import numpy as np
+    from scipy.stats import norm
+    from slot_round2_report import percent, power
+
+    rng = np.random.default_rng(0)
+    for effect, se in ((1.7, 0.59), (0.8, 0.6), (4.9, 2.0)):
+        estimates = rng.normal(effect, se, 200_000)  # brute force: how often is the 95% interval above 0?
+        assert power(effect, se) == pytest.approx(np.mean(estimates - 1.96 * se > 0), abs=0.005)
+        assert power(effect, se) == pytest.approx(norm.sf(1.96 - effect / se))
+    assert power(1.96, 1.0) == pytest.approx(0.5)  # an effect at the threshold: half the intervals clear 0
+    assert percent(0.8234) == "82%" and percent(0.996) == "> 99%" and percent(0.99) == "99%"
 
 
 def test_round_two_verdict_wording_is_the_preregistered_table():
